@@ -1,0 +1,131 @@
+"""The skill kinds, in one table: how a prompt is built, how a completion is parsed, which metric fits.
+
+A *skill* is a fine-tuned completion model plus its prompt format. Every kind shares the legacy
+fine-tuning conventions: the prompt ends with a fixed separator, the completion starts with a
+space and ends with a stop sequence. What differs per kind lives in :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from chatbot.errors import ChatbotError
+
+DEFAULT_SEPARATOR = "\n\n###\n\n"
+DEFAULT_STOP = " END"
+NO_ENTITY = "no entity"
+
+
+class Parsed(BaseModel):
+    """What a completion means for a given kind."""
+
+    text: str = Field(description="The answer as shown to the user.")
+    label: str | None = Field(default=None, description="The class, for classify skills.")
+    entities: dict[str, list[str]] = Field(
+        default_factory=dict, description="Entity type to values, for extract skills."
+    )
+
+
+def build_prompt(text: str, separator: str = DEFAULT_SEPARATOR, history: Sequence[tuple[str, str]] = ()) -> str:
+    """The prompt for user *text*: earlier (user, reply) turns if any, the text, then the separator."""
+    lines = [f"User: {u.strip()}\nAssistant: {a.strip()}" for u, a in history]
+    body = text.strip()
+    if lines:
+        body = "\n".join(lines) + f"\nUser: {body}"
+    return body + separator
+
+
+def format_completion(answer: str, stop: str = DEFAULT_STOP) -> str:
+    """A training completion: a leading space, the answer, the stop sequence."""
+    return " " + answer.strip() + stop
+
+
+def _strip(completion: str, stop: Sequence[str]) -> str:
+    for s in stop:
+        if s and s in completion:
+            completion = completion.split(s, 1)[0]
+    return completion.strip()
+
+
+def parse_text(completion: str, stop: Sequence[str] = (DEFAULT_STOP,)) -> Parsed:
+    return Parsed(text=_strip(completion, stop))
+
+
+def parse_label(completion: str, stop: Sequence[str] = (DEFAULT_STOP,)) -> Parsed:
+    text = _strip(completion, stop)
+    label = text.splitlines()[0].strip() if text else ""
+    return Parsed(text=label, label=label)
+
+
+_ENTITY_LINE = re.compile(r"^\s*([A-Za-z_][\w ]*?)\s*:\s*(\[.*)$")
+
+
+def _parse_values(raw: str) -> list[str]:
+    """The values of ``['a', 'b']``; tolerant of a list cut short by max_tokens."""
+    raw = raw.strip()
+    try:
+        value = ast.literal_eval(raw)
+        if isinstance(value, (list, tuple)):
+            return [str(v).strip() for v in value if str(v).strip()]
+    except (ValueError, SyntaxError):
+        pass
+    return [v.strip() for v in re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", raw) for v in v if v.strip()]
+
+
+def parse_entities(completion: str, stop: Sequence[str] = (DEFAULT_STOP,)) -> Parsed:
+    """Entities in the tutorial's line format: ``type:['a', 'b']`` a line, `` no entity`` for none."""
+    text = _strip(completion, stop)
+    entities: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = _ENTITY_LINE.match(line)
+        if not match:
+            continue
+        values = _parse_values(match.group(2))
+        if values:
+            entities.setdefault(match.group(1).strip().lower(), []).extend(values)
+    shown = "\n".join(f"{k}: {', '.join(v)}" for k, v in entities.items()) or NO_ENTITY
+    return Parsed(text=shown, entities=entities)
+
+
+def format_entities(entities: dict[str, list[str]]) -> str:
+    """The tutorial's completion body for *entities* (without leading space or stop)."""
+    if not any(entities.values()):
+        return NO_ENTITY
+    return "\n".join(f"{k}:{[v for v in vals]!r}" for k, vals in entities.items() if vals)
+
+
+@dataclass(frozen=True)
+class SkillKind:
+    """Everything that differs between kinds of skill."""
+
+    name: str
+    description: str
+    parse: Callable[[str, Sequence[str]], Parsed]
+    metric: str  # the headline metric key of chatbot.evaluation.metrics for this kind
+    default_max_tokens: int
+
+    def score(self, predictions: Sequence[str], references: Sequence[str], stop: Sequence[str]) -> dict[str, Any]:
+        from chatbot.evaluation.metrics import METRICS
+
+        return METRICS[self.name](predictions, references, stop)
+
+
+KINDS: dict[str, SkillKind] = {
+    "qa": SkillKind("qa", "answers questions directly from question/answer pairs", parse_text, "token_f1", 64),
+    "classify": SkillKind("classify", "puts the text in one of a few classes", parse_label, "accuracy", 8),
+    "generate": SkillKind("generate", "writes text from an instruction", parse_text, "rougeL", 128),
+    "extract": SkillKind("extract", "extracts typed entities, one `type:['a', 'b']` line each", parse_entities, "micro_f1", 256),
+}
+
+
+def get_kind(name: str) -> SkillKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ChatbotError(f"unknown skill kind {name!r}", hint=f"use one of: {', '.join(KINDS)}") from None
