@@ -1,0 +1,37 @@
+"""The backend interface: requests in, token streams out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class GenerationRequest(BaseModel):
+    """One completion request: a full prompt (separator included) and how to sample."""
+
+    prompt: str
+    base_model: str
+    adapter: str | None = Field(default=None, description="peft adapter folder; None runs the base model")
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class Completion(BaseModel):
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Backend(Protocol):
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield the completion's text piece by piece; the stop sequence itself is never yielded."""
+        ...
+
+    def complete(self, request: GenerationRequest) -> Completion:
+        ...

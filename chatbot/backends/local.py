@@ -1,0 +1,155 @@
+"""Local inference with transformers + peft: ONE base model in memory, LoRA adapters switched per request.
+
+Each base model is loaded once; every adapter of a skill is attached to it by name
+(peft multi-adapter) the first time it is asked for, and activated for the request that needs it.
+A lock serialises requests, since the active adapter is state of the shared model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from chatbot.backends.base import Completion, GenerationRequest
+from chatbot.errors import ChatbotError
+
+
+class StopMatcher:
+    """Turns a growing completion into safe-to-show pieces, cutting at the first stop sequence."""
+
+    def __init__(self, stop: list[str]) -> None:
+        self.stop = [s for s in stop if s]
+        self.shown = 0
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """The part of *text* (the whole completion so far) that can be shown now."""
+        hits = [text.find(s) for s in self.stop if s in text]
+        if hits:
+            self.stopped = True
+            piece, self.shown = text[self.shown : min(hits)], min(hits)
+            return piece
+        safe = len(text)
+        if text.endswith("\ufffd"):  # a multi-byte character not finished yet
+            safe -= 1
+        for s in self.stop:  # hold back a tail that could still grow into a stop sequence
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if s.startswith(text[-k:]):
+                    safe = min(safe, len(text) - k)
+                    break
+        piece = text[self.shown : max(safe, self.shown)]
+        self.shown = max(safe, self.shown)
+        return piece
+
+    def flush(self, text: str) -> str:
+        piece = text[self.shown :]
+        self.shown = len(text)
+        return piece.rstrip("\ufffd")
+
+
+def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+    import torch
+
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, index = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter(-1, index, sorted_probs)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+class LocalBackend:
+    """Runs requests on local base models with per-request LoRA adapters."""
+
+    def __init__(self, device: str | None = None) -> None:
+        from chatbot.training.base_model import default_device
+        from chatbot.training.trainer import set_threads
+
+        set_threads()
+        self.device = device or default_device()
+        self._models: dict[str, Any] = {}  # base model name -> PeftModel (or plain model before any adapter)
+        self._tokenizers: dict[str, Any] = {}
+        self._adapters: dict[str, dict[str, str]] = {}  # base -> adapter path -> adapter name
+        self._lock = threading.RLock()
+
+    def _model(self, base: str, adapter: str | None) -> tuple[Any, Any, str | None]:
+        from chatbot.training.base_model import load_model, load_tokenizer
+
+        if base not in self._models:
+            self._tokenizers[base] = load_tokenizer(base)
+            model = load_model(base, self.device)
+            model.eval()
+            self._models[base] = model
+            self._adapters[base] = {}
+        model = self._models[base]
+        if adapter is None:
+            return model, self._tokenizers[base], None
+        path = str(Path(adapter).resolve())
+        names = self._adapters[base]
+        if path not in names:
+            if not (Path(path) / "adapter_config.json").exists():
+                raise ChatbotError(f"{path}: no adapter there (adapter_config.json missing)", hint="train the skill with `chatbot train`")
+            name = f"a{len(names)}"
+            if not names:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, path, adapter_name=name)
+                model.eval()
+                self._models[base] = model
+            else:
+                model.load_adapter(path, adapter_name=name)
+            names[path] = name
+        return model, self._tokenizers[base], names[path]
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        yield from self._generate(request, stats={})
+
+    def complete(self, request: GenerationRequest) -> Completion:
+        stats: dict[str, Any] = {}
+        text = "".join(self._generate(request, stats))
+        return Completion(text=text, **stats)
+
+    def _generate(self, request: GenerationRequest, stats: dict[str, Any]) -> Iterator[str]:
+        import contextlib
+
+        import torch
+
+        with self._lock:
+            model, tokenizer, adapter = self._model(request.base_model, request.adapter)
+            if adapter is not None:
+                model.set_adapter(adapter)
+                context = contextlib.nullcontext()
+            else:
+                context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+            generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+            prompt_ids = tokenizer(request.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
+            matcher = StopMatcher(request.stop)
+            generated: list[int] = []
+            finish = "length"
+            with context, torch.inference_mode():
+                past, inputs = None, prompt_ids
+                for _ in range(request.max_tokens):
+                    out = model(input_ids=inputs, past_key_values=past, use_cache=True)
+                    past = out.past_key_values
+                    token = _sample(out.logits[0, -1], request.temperature, request.top_p, generator)
+                    if token == tokenizer.eos_token_id:
+                        finish = "stop"
+                        break
+                    generated.append(token)
+                    piece = matcher.feed(tokenizer.decode(generated, skip_special_tokens=True))
+                    if piece:
+                        yield piece
+                    if matcher.stopped:
+                        finish = "stop"
+                        break
+                    inputs = torch.tensor([[token]], device=self.device)
+            if not matcher.stopped:
+                rest = matcher.flush(tokenizer.decode(generated, skip_special_tokens=True))
+                if rest:
+                    yield rest
+            stats.update(finish_reason=finish, prompt_tokens=int(prompt_ids.shape[1]), completion_tokens=len(generated))

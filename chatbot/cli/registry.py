@@ -1,0 +1,62 @@
+"""``chatbot registry list|show|remove``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import yaml
+from rich.table import Table
+
+from chatbot import registry as registry_io
+from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
+
+app = typer.Typer(help="List, show and remove registered skills.\n\nExample: chatbot registry list", no_args_is_help=True)
+RegistryOption = Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)]
+
+
+@app.command("list")
+@handle_errors
+def list_skills(registry: RegistryOption = None) -> None:
+    """List the skills of the registry.
+
+    Example: chatbot registry list --registry models.yaml
+    """
+    reg = registry_io.load(registry)
+    table = Table(title=f"skills in {reg.path}")
+    for column in ("name", "kind", "backend", "base model", "adapter", "trained", "score"):
+        table.add_column(column)
+    for skill in reg.skills.values():
+        record = skill.training
+        metric = skill.skill_kind.metric
+        score = record.metrics.get(metric) if record else None
+        table.add_row(
+            skill.name, skill.kind, skill.backend, skill.base_model, skill.adapter or "-",
+            record.trained_at.strftime("%Y-%m-%d %H:%M") if record else "-",
+            f"{metric} {score:.3f}" if isinstance(score, float) else "-",
+        )
+    console.print(table)
+
+
+@app.command("show")
+@handle_errors
+def show(name: str, registry: RegistryOption = None) -> None:
+    """Show everything registered for one skill.
+
+    Example: chatbot registry show job-ner
+    """
+    skill = registry_io.load(registry).get(name)
+    console.print(yaml.dump(skill.model_dump(mode="json", exclude_none=True), Dumper=registry_io._Dumper, sort_keys=False, allow_unicode=True), highlight=False)
+
+
+@app.command("remove")
+@handle_errors
+def remove(name: str, registry: RegistryOption = None) -> None:
+    """Remove a skill from the registry (its adapter folder is left on disk).
+
+    Example: chatbot registry remove job-ner
+    """
+    reg = registry_io.load(registry)
+    skill = registry_io.remove(name, reg.path)
+    kept = f"; its adapter stays in {reg.adapter_path(skill)}" if skill.adapter else ""
+    console.print(f"removed {name} from {reg.path}{kept}")

@@ -1,0 +1,82 @@
+"""``chatbot train``: check the data, fine-tune a LoRA adapter locally, register the skill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
+from chatbot.errors import ChatbotError
+from chatbot.skills import KINDS
+from chatbot.training.base_model import DEFAULT_BASE
+from chatbot.training.hyperparams import Hyperparameters
+
+_OPTION = {"n_epochs": "--epochs", "batch_size": "--batch-size", "learning_rate_multiplier": "--learning-rate-multiplier",
+           "prompt_loss_weight": "--prompt-loss-weight", "seed": "--seed"}
+
+
+def hyperparameters(**values: object) -> Hyperparameters:
+    """Validated hyperparameters; a bad one is named by its command-line option."""
+    try:
+        return Hyperparameters(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0])
+        raise ChatbotError(f"{_OPTION.get(field, field)}: {err['msg']}", hint=f"got {err.get('input')!r}") from None
+
+
+@handle_errors
+def train(
+    name: Annotated[str, typer.Argument(help="name of the skill to create")],
+    kind: Annotated[str, typer.Option("--kind", help=f"one of {', '.join(KINDS)}")],
+    data: Annotated[Path, typer.Option("--data", help="training file (JSONL prompt/completion)")],
+    valid: Annotated[Path | None, typer.Option("--valid", help="validation file: its loss is recorded per epoch")] = None,
+    base: Annotated[str, typer.Option("--base", help="base model: bundled alias, local folder or Hugging Face id")] = DEFAULT_BASE,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="passes over the data (default: from data size)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="examples per step (default: from data size)")] = None,
+    learning_rate_multiplier: Annotated[float | None, typer.Option("--learning-rate-multiplier", help="scales the reference learning rate")] = None,
+    prompt_loss_weight: Annotated[float | None, typer.Option("--prompt-loss-weight", help="loss weight of prompt tokens (default 0.01)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="random seed")] = None,
+    description: Annotated[str, typer.Option("--description", help="what the skill does, for people and the router")] = "",
+    force: Annotated[bool, typer.Option("--force", help="retrain and replace a skill of the same name")] = False,
+    registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
+) -> None:
+    """Fine-tune a skill locally (LoRA, CPU or GPU) and register it in models.yaml.
+
+    Runs `chatbot data check` first and stops on errors. Defaults for epochs, batch size and
+    learning-rate multiplier are chosen from the data size, as OpenAI's fine-tuning API does.
+
+    Example: chatbot train job-ner --kind extract --data training_data/job_ner_train.jsonl --epochs 8
+    """
+    from chatbot.training.skill import train_skill
+
+    if kind not in KINDS:
+        raise ChatbotError(f"--kind: unknown skill kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    hp = hyperparameters(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
+                         prompt_loss_weight=prompt_loss_weight, seed=seed)
+    progress = Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task(f"checking data, loading {base}", total=None, loss="-")
+
+        def on_step(epoch: int, step: int, total: int, loss: float) -> None:
+            progress.update(task, description=f"training {name} · epoch {epoch}", completed=step, total=total, loss=f"{loss:.4f}")
+
+        def on_epoch(epoch: int, train_loss: float, valid_loss: float | None) -> None:
+            shown = f", valid loss {valid_loss:.4f}" if valid_loss is not None else ""
+            progress.console.print(f"epoch {epoch}: train loss {train_loss:.4f}{shown}")
+
+        skill = train_skill(name, kind, data, valid=valid, base=base, hyperparameters=hp, registry_path=registry,
+                            description=description, force=force, on_step=on_step, on_epoch=on_epoch)
+    record = skill.training
+    assert record is not None
+    hp_shown = ", ".join(f"{k}={record.hyperparameters[k]}" for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"))
+    console.print(f"[green]trained[/] {name} ({kind}) in {record.duration_s:.0f}s with {hp_shown}")
+    console.print(f"adapter: {skill.adapter}; try: chatbot ask {name} \"...\"  ·  chatbot eval {name} --data FILE")

@@ -1,0 +1,1 @@
+"""Scoring a skill on held-out data with the metric that fits its kind."""

@@ -1,0 +1,60 @@
+"""Scoring a registered skill on held-out prompt/completion pairs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatbot.answer import skill_request
+from chatbot.backends.base import Backend
+from chatbot.registry import Registry
+from chatbot.training.trainer import file_sha256
+
+
+def evaluate_skill(
+    registry: Registry,
+    name: str,
+    data: str | os.PathLike[str],
+    backend: Backend,
+    *,
+    baseline: bool = False,
+    on_example: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Generate a completion for every prompt of *data* and score it against the reference.
+
+    The scores sit at the top level of the result (``micro_f1``, ``accuracy``, …).
+    Decoding is greedy (temperature 0) so that a score can be reproduced. With *baseline*, the
+    untuned base model answers the same prompts too, and its scores go under ``baseline``.
+    """
+    from chatbot.data.io import load_examples
+
+    skill = registry.get(name)
+    examples = load_examples(data)
+    references = [e.completion for e in examples]
+
+    def run(use_adapter: bool) -> tuple[dict[str, Any], list[str]]:
+        predictions = []
+        for example in examples:
+            request = skill_request(registry, skill, example.prompt, use_adapter=use_adapter, temperature=0.0)
+            predictions.append(backend.complete(request).text)
+            if on_example:
+                on_example()
+        return skill.skill_kind.score(predictions, references, skill.stop), predictions
+
+    scores, predictions = run(True)
+    result: dict[str, Any] = {
+        "skill": name,
+        "kind": skill.kind,
+        "metric": skill.skill_kind.metric,
+        "data_file": str(Path(data)),
+        "data_sha256": file_sha256(data),
+        **scores,
+        "examples": [
+            {"line": e.line, "prediction": p, "reference": e.completion} for e, p in zip(examples, predictions)
+        ],
+    }
+    if baseline:
+        result["baseline"] = run(False)[0]
+    return result

@@ -1,0 +1,216 @@
+"""The skill registry, ``models.yaml``: its schema, and atomic load / save / register.
+
+Where the file is: ``--registry PATH``, else ``$CHATBOT_REGISTRY``, else ``./models.yaml``.
+Adapter paths are stored relative to the registry file's folder so a project can move.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chatbot.errors import ChatbotError
+from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KINDS
+from chatbot.training.base_model import DEFAULT_BASE
+
+REGISTRY_ENV = "CHATBOT_REGISTRY"
+DEFAULT_REGISTRY = "models.yaml"
+SkillKindName = Literal["qa", "classify", "generate", "extract"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Generation(BaseModel):
+    """Generation settings used when the skill answers."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(default=128, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class TrainingRecord(BaseModel):
+    """How the skill was trained, so a result can be reproduced and compared."""
+
+    model_config = ConfigDict(extra="allow")
+    data_file: str
+    data_sha256: str
+    valid_file: str | None = None
+    valid_sha256: str | None = None
+    base_model: str
+    hyperparameters: dict[str, Any]
+    train_loss: list[float] = Field(default_factory=list, description="mean training loss per epoch")
+    valid_loss: list[float] = Field(default_factory=list, description="validation loss per epoch")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="the last `chatbot eval` result")
+    trained_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    duration_s: float = 0.0
+
+
+class Skill(BaseModel):
+    """One fine-tuned model plus its prompt format."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: SkillKindName
+    description: str = ""
+    backend: Literal["local"] = "local"
+    base_model: str = DEFAULT_BASE
+    adapter: str | None = Field(default=None, description="peft adapter folder, relative to the registry file")
+    separator: str = DEFAULT_SEPARATOR
+    stop: list[str] = Field(default_factory=lambda: [DEFAULT_STOP])
+    generation: Generation = Field(default_factory=Generation)
+    routing_examples: list[str] = Field(default_factory=list)
+    training: TrainingRecord | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '-', '_' or '.', at most 64 characters")
+        return value
+
+    @property
+    def skill_kind(self):  # noqa: ANN201 - chatbot.skills.SkillKind
+        return KINDS[self.kind]
+
+
+class Registry(BaseModel):
+    """The whole ``models.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1] = 1
+    skills: dict[str, Skill] = Field(default_factory=dict)
+    path: Path | None = Field(default=None, exclude=True)
+
+    def get(self, name: str) -> Skill:
+        try:
+            return self.skills[name]
+        except KeyError:
+            known = ", ".join(self.skills) or "none yet"
+            raise ChatbotError(f"{self.path}: no skill named {name!r} (registered: {known})", hint="see `chatbot registry list`") from None
+
+    def adapter_path(self, skill: Skill) -> Path | None:
+        if skill.adapter is None:
+            return None
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / skill.adapter).resolve()
+
+    def relative(self, path: Path) -> str:
+        """*path* as stored in the file: relative to the registry's folder when inside it."""
+        base = (self.path.parent if self.path else Path.cwd()).resolve()
+        try:
+            return str(Path(path).resolve().relative_to(base))
+        except ValueError:
+            return str(Path(path).resolve())
+
+
+def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    return Path(explicit or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at *loc* (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False) -> Registry:
+    """Load and validate the registry; errors name the file, the key path and the line."""
+    file = registry_path(path)
+    if not file.exists():
+        if missing_ok:
+            return Registry(path=file)
+        raise ChatbotError(f"{file}: no such registry", hint=f"train a skill with `chatbot train` to create it, or pass --registry / set {REGISTRY_ENV}")
+    text = file.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ChatbotError(f"{file}{where}: invalid YAML: {getattr(exc, 'problem', exc)}", hint="fix the file") from None
+    if not isinstance(data, dict):
+        raise ChatbotError(f"{file}:1: the registry must be a mapping with a `skills:` key")
+    for name, skill in (data.get("skills") or {}).items():
+        if isinstance(skill, dict):
+            skill.setdefault("name", name)
+    try:
+        registry = Registry.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        line = _line_of(root, loc)
+        raise ChatbotError(f"{file}:{line}: {key}: {err['msg']}", hint="fix that key") from None
+    for name, skill in registry.skills.items():
+        if skill.name != name:
+            raise ChatbotError(f"{file}:{_line_of(root, ('skills', name, 'name'))}: skills.{name}.name: {skill.name!r} differs from its key {name!r}")
+    registry.path = file
+    return registry
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes strings holding newlines as one double-quoted line (``"\\n\\n###\\n\\n"``)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if "\n" in value or value != value.strip() else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def save(registry: Registry, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write the registry atomically: a temporary file in the same folder, then a rename."""
+    file = registry_path(path or registry.path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    data = registry.model_dump(mode="json", exclude_none=True)
+    for skill in data["skills"].values():
+        skill.pop("name", None)
+    text = "# The skills of this bot. Edit by hand or with `chatbot train` / `chatbot registry`.\n"
+    text += yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    registry.path = file
+    return file
+
+
+def register(skill: Skill, path: str | os.PathLike[str] | None = None) -> Registry:
+    """Add or replace *skill* in the registry at *path*, creating the file when missing."""
+    registry = load(path, missing_ok=True)
+    registry.skills[skill.name] = skill
+    save(registry, registry.path)
+    return registry
+
+
+def remove(name: str, path: str | os.PathLike[str] | None = None) -> Skill:
+    registry = load(path)
+    skill = registry.get(name)
+    del registry.skills[name]
+    save(registry, registry.path)
+    return skill

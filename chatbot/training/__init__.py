@@ -1,0 +1,1 @@
+"""Fine-tuning: the base model, default hyperparameters and the one local trainer."""

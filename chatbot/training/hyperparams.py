@@ -1,0 +1,63 @@
+"""Hyperparameters with the legacy OpenAI fine-tuning names and meanings, and their defaults.
+
+* ``n_epochs``: passes over the training data. Default as OpenAI's API chooses it, from the data
+  size: 3 epochs, raised so that at least ``MIN_TARGET_EXAMPLES`` examples are seen in all (at most
+  ``MAX_EPOCHS``), lowered so that at most ``MAX_TARGET_EXAMPLES`` are. A LoRA adapter on a small
+  base learns less per pass than a full fine-tune, so our floor is higher than OpenAI's (100).
+* ``batch_size``: examples per optimizer step. Default as OpenAI's legacy API: about 0.2% of the
+  training examples, at least 1 and at most 256 — with a floor of 4 here, as tiny batches make
+  LoRA updates noisy.
+* ``learning_rate_multiplier``: scales ``REFERENCE_LEARNING_RATE``, the peak learning rate of the
+  LoRA weights. Default as OpenAI's legacy API: 0.05, 0.1 or 0.2 for small, medium and large
+  batches (larger batches take larger steps).
+* ``prompt_loss_weight``: the weight of the loss on prompt tokens, completion tokens weighing 1.
+  Default 0.01 as OpenAI's legacy API; 0 trains on the completion only.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REFERENCE_LEARNING_RATE = 2e-3
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 400
+MAX_TARGET_EXAMPLES = 25_000
+MAX_EPOCHS = 10
+
+
+class Hyperparameters(BaseModel):
+    """What ``chatbot train`` accepts; ``None`` means "choose from the data size"."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_epochs: int | None = Field(default=None, ge=1, le=100)
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+    learning_rate_multiplier: float | None = Field(default=None, gt=0, le=100)
+    prompt_loss_weight: float = Field(default=0.01, ge=0, le=1)
+    seed: int = 0
+    lora_r: int = Field(default=16, ge=1, le=512)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    max_length: int = Field(default=1024, ge=16, description="longest example in tokens; longer prompts are cut from the left")
+
+    def resolved(self, n_examples: int) -> Hyperparameters:
+        """A copy with every ``None`` replaced by its data-size default."""
+        n = max(1, n_examples)
+        epochs = self.n_epochs
+        if epochs is None:
+            epochs = TARGET_EPOCHS
+            if n * epochs < MIN_TARGET_EXAMPLES:
+                epochs = min(MAX_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n))
+            elif n * epochs > MAX_TARGET_EXAMPLES:
+                epochs = max(1, MAX_TARGET_EXAMPLES // n)
+        batch = self.batch_size or min(256, max(4, round(0.002 * n)))
+        batch = min(batch, n)
+        multiplier = self.learning_rate_multiplier
+        if multiplier is None:
+            multiplier = 0.05 if batch < 8 else 0.1 if batch < 64 else 0.2
+        return self.model_copy(update={"n_epochs": epochs, "batch_size": batch, "learning_rate_multiplier": multiplier})
+
+    @property
+    def learning_rate(self) -> float:
+        return (self.learning_rate_multiplier or 0.1) * REFERENCE_LEARNING_RATE

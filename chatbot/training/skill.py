@@ -1,0 +1,96 @@
+"""From a data file to a registered skill: check the data, fine-tune, register.
+
+This is the recipe that ``chatbot train`` runs (and the server's jobs and the tests call).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from chatbot import registry as registry_io
+from chatbot.errors import ChatbotError
+from chatbot.registry import Generation, Skill, TrainingRecord
+from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, get_kind
+from chatbot.training.base_model import DEFAULT_BASE, token_counter
+from chatbot.training.hyperparams import Hyperparameters
+from chatbot.training.trainer import ProgressCallback, file_sha256, train_lora
+
+
+def check_or_fail(data: Path, valid: Path | None, base: str, kind: str | None = None):  # noqa: ANN201 - data.check.Report
+    """Run ``chatbot data check`` on the training data and stop on errors."""
+    from chatbot.data.check import check_file
+
+    count, context = token_counter(base)
+    report = check_file(data, valid_path=valid, count_tokens=count, max_tokens=context, kind=kind)
+    errors = [f for f in report.findings if f.severity == "error"]
+    if errors:
+        first = errors[0]
+        where = f":{first.lines[0]}" if first.lines else ""
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ChatbotError(f"{data}{where}: {first.message}{more}", hint=f"run `chatbot data check {data}` for the full report, `chatbot data fix` to repair")
+    return report
+
+
+def train_skill(
+    name: str,
+    kind: str,
+    data: str | os.PathLike[str],
+    *,
+    valid: str | os.PathLike[str] | None = None,
+    base: str = DEFAULT_BASE,
+    hyperparameters: Hyperparameters | None = None,
+    registry_path: str | os.PathLike[str] | None = None,
+    description: str = "",
+    force: bool = False,
+    on_step: ProgressCallback | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
+) -> Skill:
+    """Check *data*, fine-tune a LoRA adapter for skill *name* and register it."""
+    from chatbot.data.io import load_examples
+
+    skill_kind = get_kind(kind)
+    data_path, valid_path = Path(data), Path(valid) if valid else None
+    registry = registry_io.load(registry_path, missing_ok=True)
+    Skill(name=name, kind=kind)  # validates the name before any work
+    if name in registry.skills and not force:
+        raise ChatbotError(f"{registry.path}: skill {name!r} exists already", hint="pick another name, or pass --force to retrain and replace it")
+    report = check_or_fail(data_path, valid_path, base, kind)
+    examples = load_examples(data_path)
+    valid_examples = load_examples(valid_path) if valid_path else []
+    adapter_dir = (registry.path.parent if registry.path else Path.cwd()) / "adapters" / name
+    result = train_lora(
+        [(e.prompt, e.completion) for e in examples], adapter_dir,
+        base_model=base, hyperparameters=hyperparameters or Hyperparameters(),
+        valid_examples=[(e.prompt, e.completion) for e in valid_examples],
+        on_step=on_step, on_epoch=on_epoch,
+    )
+    count, _ = token_counter(base)
+    longest = max(count(e.completion) for e in examples)
+    skill = Skill(
+        name=name,
+        kind=kind,
+        description=description or f"{name}: {skill_kind.description}",
+        base_model=base,
+        adapter=registry.relative(adapter_dir),
+        separator=report.separator or DEFAULT_SEPARATOR,
+        stop=[report.stop or DEFAULT_STOP],
+        # room for the longest answer seen in training, and a little more
+        generation=Generation(max_tokens=min(1024, max(16, math.ceil(longest * 1.25) + 8))),
+        training=TrainingRecord(
+            data_file=registry.relative(data_path),
+            data_sha256=file_sha256(data_path),
+            valid_file=registry.relative(valid_path) if valid_path else None,
+            valid_sha256=file_sha256(valid_path) if valid_path else None,
+            base_model=base,
+            hyperparameters=result.hyperparameters.model_dump(),
+            train_loss=result.train_loss,
+            valid_loss=result.valid_loss,
+            duration_s=result.duration_s,
+        ),
+    )
+    registry.skills[name] = skill
+    registry_io.save(registry)
+    return skill

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny causal LM built here (no download), and a quiet, isolated environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("CHATBOT_THREADS", "1")  # tests may run beside other CPU jobs
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+CORPUS = [
+    "Extract the entities from this job description.",
+    "experience:['3 - 5 years'] skills:['python', 'sql'] diploma:['bachelors'] END",
+    "What are your opening hours? We open at 9am and close at 6pm END",
+    "The battery died after a day. negative END positive END neutral",
+    "Write a description of a red mug, mention ceramic and dishwasher safe.",
+    "no entity , END ### hello world the a an of to in is",
+]
+
+
+def build_tiny_base(folder: Path) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained on CORPUS, saved like a hub model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.5,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_base(tmp_path_factory.mktemp("tiny-base")))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CHATBOT_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from chatbot.backends.base import GenerationRequest
+from chatbot.backends.local import LocalBackend, StopMatcher
+from chatbot.training.hyperparams import Hyperparameters
+from chatbot.training.trainer import train_lora
+
+PROMPTS = ["What are your opening hours?\n\n###\n\n", "The battery died after a day.\n\n###\n\n"]
+HP = Hyperparameters(n_epochs=40, batch_size=2, learning_rate_multiplier=10, lora_r=8, lora_dropout=0.0)
+
+
+def test_stop_matcher_holds_back_partial_stop_and_cuts_at_stop():
+    matcher = StopMatcher([" END"])
+    assert matcher.feed("hello") == "hello"
+    assert matcher.feed("hello E") == ""  # " E" may be the start of " END"
+    assert matcher.feed("hello Ex") == " Ex"
+    assert matcher.feed("hello Ex END more") == "" and matcher.stopped
+    matcher = StopMatcher(["\n"])
+    assert matcher.feed("a\nb") == "a" and matcher.stopped
+    assert StopMatcher([]).feed("caf\ufffd") == "caf"  # an unfinished UTF-8 character waits
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_base: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    root = tmp_path_factory.mktemp("adapters")
+    a = train_lora([(PROMPTS[0], " We open at 9am END"), (PROMPTS[1], " negative END")], root / "a", base_model=tiny_base, hyperparameters=HP)
+    b = train_lora([(PROMPTS[0], " positive END"), (PROMPTS[1], " a red mug END")], root / "b", base_model=tiny_base, hyperparameters=HP)
+    return tiny_base, str(a.adapter_dir), str(b.adapter_dir)
+
+
+def request(base: str, adapter: str | None, prompt: str = PROMPTS[0], **kw) -> GenerationRequest:
+    settings = {"stop": [" END"], "max_tokens": 16} | kw
+    return GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, **settings)
+
+
+def test_one_base_many_adapters_switched_per_request(adapters):
+    base, a, b = adapters
+    backend = LocalBackend()
+    first = backend.complete(request(base, a))
+    assert first.text == " We open at 9am" and first.finish_reason == "stop"
+    assert backend.complete(request(base, b)).text == " positive"
+    assert backend.complete(request(base, a, PROMPTS[1])).text == " negative"
+    assert backend.complete(request(base, b, PROMPTS[1])).text == " a red mug"
+    untuned = backend.complete(request(base, None))
+    assert untuned.text != first.text
+    assert backend.complete(request(base, a)).text == first.text  # switching back gives the same answer
+    assert len(backend._models) == 1 and len(backend._adapters[base]) == 2
+
+
+def test_stream_matches_complete_and_limits_apply(adapters):
+    base, a, _ = adapters
+    backend = LocalBackend()
+    pieces = list(backend.stream(request(base, a)))
+    assert len(pieces) > 1 and "".join(pieces) == backend.complete(request(base, a)).text
+    short = backend.complete(request(base, a, max_tokens=2))
+    assert short.finish_reason == "length" and short.completion_tokens == 2
+    sampled = [backend.complete(request(base, None, temperature=1.5, top_p=0.9, seed=7)).text for _ in range(2)]
+    assert sampled[0] == sampled[1]  # a seed makes sampling repeatable
+    other = backend.complete(request(base, a, stop=[" at"]))
+    assert other.text == " We open"
+
+
+def test_missing_adapter_is_a_clear_error(adapters, tmp_path: Path):
+    from chatbot.errors import ChatbotError
+
+    base, _, _ = adapters
+    with pytest.raises(ChatbotError, match="adapter_config.json missing"):
+        LocalBackend().complete(request(base, str(tmp_path)))

@@ -1,0 +1,44 @@
+import pytest
+
+from chatbot.evaluation.metrics import classify_metrics, extract_metrics, generate_metrics, qa_metrics
+
+STOP = [" END"]
+
+
+def test_extract_micro_f1_over_type_value_pairs():
+    refs = [" skills:['python', 'sql']\nexperience:['5 years']\n END", " no entity\n , END"]
+    preds = [" skills:['Python', 'java']\n END", " no entity END"]
+    m = extract_metrics(preds, refs, STOP)
+    # one true positive (skills, python), one false positive (java), two misses (sql, 5 years)
+    assert m["micro_precision"] == pytest.approx(0.5)
+    assert m["micro_recall"] == pytest.approx(1 / 3)
+    assert m["micro_f1"] == pytest.approx(0.4)
+    assert m["per_type"]["experience"]["recall"] == 0.0
+
+
+def test_extract_perfect_and_empty():
+    ref = " diploma:['phd']\n END"
+    assert extract_metrics([ref], [ref], STOP)["micro_f1"] == 1.0
+    assert extract_metrics([" garbage"], [ref], STOP)["micro_f1"] == 0.0
+
+
+def test_classify_metrics():
+    m = classify_metrics([" a END", " b END", " a END", " c END"], [" a END", " b END", " b END", " b END"], STOP)
+    assert m["accuracy"] == 0.5
+    assert m["per_class"]["b"]["recall"] == pytest.approx(1 / 3)
+    assert m["confusion_matrix"]["labels"] == ["a", "b", "c"]
+    assert m["confusion_matrix"]["matrix"][1] == [1, 1, 1]
+    assert 0 < m["macro_f1"] < 1
+
+
+def test_qa_metrics():
+    m = qa_metrics([" The shop opens at 9am END", " no idea END"], [" shop opens at 9am END", " at noon END"], STOP)
+    assert m["exact_match"] == 0.5
+    assert m["token_f1"] == pytest.approx(0.5)
+
+
+def test_generate_metrics():
+    same = generate_metrics([" a red ceramic mug END"], [" a red ceramic mug END"], STOP)
+    assert same["rougeL"] == pytest.approx(1.0) and same["bleu"] > 99
+    other = generate_metrics([" blue plate END"], [" a red ceramic mug END"], STOP)
+    assert other["rougeL"] == 0.0

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from chatbot import registry
+from chatbot.errors import ChatbotError
+from chatbot.registry import Skill
+
+
+def test_register_creates_file_and_round_trips(tmp_path: Path):
+    path = tmp_path / "models.yaml"
+    registry.register(Skill(name="ner", kind="extract", adapter="adapters/ner", routing_examples=["find skills"]), path)
+    loaded = registry.load(path)
+    skill = loaded.get("ner")
+    assert skill.separator == "\n\n###\n\n" and skill.stop == [" END"]
+    assert loaded.adapter_path(skill) == (tmp_path / "adapters" / "ner").resolve()
+    assert '"\\n\\n###\\n\\n"' in path.read_text()
+
+
+def test_found_by_env_and_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    registry.register(Skill(name="faq", kind="qa"), tmp_path / "models.yaml")
+    assert "faq" in registry.load().skills  # ./models.yaml (tests run in tmp_path)
+    other = tmp_path / "elsewhere.yaml"
+    registry.register(Skill(name="mood", kind="classify"), other)
+    monkeypatch.setenv("CHATBOT_REGISTRY", str(other))
+    assert list(registry.load().skills) == ["mood"]
+
+
+def test_bad_value_names_key_path_and_line(tmp_path: Path):
+    path = tmp_path / "models.yaml"
+    path.write_text("version: 1\nskills:\n  faq:\n    kind: qa\n    generation:\n      max_tokens: -3\n")
+    with pytest.raises(ChatbotError, match=r"models.yaml:6: skills.faq.generation.max_tokens: Input should be greater"):
+        registry.load(path)
+
+
+def test_unknown_key_and_bad_yaml(tmp_path: Path):
+    path = tmp_path / "models.yaml"
+    path.write_text("skills:\n  faq:\n    kind: qa\n    adaptor: x\n")
+    with pytest.raises(ChatbotError, match=r":4: skills.faq.adaptor: Extra inputs"):
+        registry.load(path)
+    path.write_text("skills:\n  faq: [kind: qa\n")
+    with pytest.raises(ChatbotError, match=r"models.yaml:3:1: invalid YAML"):
+        registry.load(path)
+
+
+def test_missing_registry_and_unknown_skill(tmp_path: Path):
+    with pytest.raises(ChatbotError, match="no such registry"):
+        registry.load(tmp_path / "none.yaml")
+    registry.register(Skill(name="faq", kind="qa"), tmp_path / "models.yaml")
+    with pytest.raises(ChatbotError, match=r"no skill named 'nope' \(registered: faq\)"):
+        registry.load(tmp_path / "models.yaml").get("nope")
+
+
+def test_remove_and_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "models.yaml"
+    registry.register(Skill(name="faq", kind="qa"), path)
+    registry.register(Skill(name="mood", kind="classify"), path)
+    before = path.read_text()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(registry.os, "replace", broken)
+    with pytest.raises(OSError):
+        registry.remove("faq", path)
+    assert path.read_text() == before  # the atomic write left the old file whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".models")] == []
+    monkeypatch.undo()
+    registry.remove("faq", path)
+    assert list(registry.load(path).skills) == ["mood"]
+
+
+def test_bad_skill_name():
+    with pytest.raises(ValueError):
+        Skill(name="no spaces please", kind="qa")
