@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chatbot.cli.common import REGISTRY_HELP, console, handle_errors, unescape
+from chatbot.cli.common import REGISTRY_HELP, console, decode_escapes, handle_errors
 
 
 @handle_errors
@@ -31,7 +31,7 @@ def ask(
 
     reg = registry_io.load(registry)
     reg.get(name)
-    stops = [unescape(s) or "" for s in stop] if stop else None
+    stops = [decode_escapes(s, "--stop") for s in stop] if stop else None
     on_token = None if as_json else (lambda piece: console.out(piece, end="", highlight=False))
     completion, parsed = ask_skill(reg, name, text, LocalBackend(), on_token=on_token,
                                    max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stops)

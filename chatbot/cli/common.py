@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import codecs
 import functools
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from chatbot.errors import ChatbotError
 
@@ -48,7 +47,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ChatbotError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -57,10 +56,12 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def unescape(text: str | None) -> str | None:
-    r"""Decode ``\n`` and friends typed on the command line."""
-    return None if text is None else codecs.decode(text, "unicode_escape")
-
-
-def is_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+def decode_escapes(text: str, option: str) -> str:
+    r"""*text* with ``\n``, ``\t`` and the like decoded (non-ASCII characters kept as they are)."""
+    try:
+        decoded = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise ChatbotError(f"{option} {text!r}: bad escape sequence ({exc.reason})") from None
+    if not decoded:
+        raise ChatbotError(f"{option} cannot be empty")
+    return decoded

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
+from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors
 
 
 def _flat(scores: dict[str, Any]) -> dict[str, float]:
@@ -67,7 +67,7 @@ def evaluate(
     skill = reg.get(name)
     total = len(load_examples(data)) * (2 if baseline else 1)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=as_json) as progress:
+                  console=err_console if as_json else console, transient=as_json) as progress:
         task = progress.add_task(f"evaluating {name}", total=total)
         result = evaluate_skill(reg, name, data, LocalBackend(), baseline=baseline,
                                 on_example=lambda: progress.advance(task))

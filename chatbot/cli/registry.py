@@ -24,7 +24,7 @@ def list_skills(registry: RegistryOption = None) -> None:
     """
     reg = registry_io.load(registry)
     table = Table(title=f"skills in {reg.path}")
-    for column in ("name", "kind", "backend", "base model", "adapter", "trained", "score"):
+    for column in ("name", "kind", "backend", "base model", "adapter", "trained", "metric", "score"):
         table.add_column(column)
     for skill in reg.skills.values():
         record = skill.training
@@ -33,7 +33,7 @@ def list_skills(registry: RegistryOption = None) -> None:
         table.add_row(
             skill.name, skill.kind, skill.backend, skill.base_model, skill.adapter or "-",
             record.trained_at.strftime("%Y-%m-%d %H:%M") if record else "-",
-            f"{metric} {score:.3f}" if isinstance(score, float) else "-",
+            metric, f"{score:.3f}" if isinstance(score, float) else "-",
         )
     console.print(table)
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The demo bot: a bike shop with four skills, one of each kind. Trains what is missing, then asks each.
+# Run from the repository root: `make demo` (or `bash scripts/demo.sh` once installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+chatbot() { .venv/bin/chatbot "$@"; }
+DATA=training_data
+
+# The generator's prompts are built from a table with a template, as in the product-description tutorial.
+if [ ! -f $DATA/product_writer.jsonl ]; then
+  chatbot data template $DATA/products.csv -o $DATA/product_writer.jsonl \
+    --template 'Write a description of {name}, mention {type} and {detail}' --completion description
+  chatbot data split $DATA/product_writer.jsonl --valid 0.2 --seed 0
+fi
+
+train_missing() {  # NAME ARGS...: train NAME unless its adapter exists already
+  local name=$1; shift
+  if [ -f "adapters/$name/adapter_config.json" ]; then
+    echo "$name: trained already (adapters/$name)"
+  else
+    chatbot data check "$DATA/${name//-/_}_train.jsonl" > /dev/null
+    chatbot train "$name" --force "$@"
+  fi
+}
+train_missing shop-faq --kind qa --data $DATA/shop_faq_train.jsonl --valid $DATA/shop_faq_valid.jsonl \
+  --description "answers questions about the Spoke & Chain bike shop: hours, prices, repairs, returns"
+train_missing review-sentiment --kind classify --data $DATA/review_sentiment_train.jsonl --valid $DATA/review_sentiment_valid.jsonl \
+  --description "tells whether a customer review is positive, negative or neutral"
+train_missing product-writer --kind generate --data $DATA/product_writer_train.jsonl --valid $DATA/product_writer_valid.jsonl \
+  --description "writes a product description from a name, a type and a detail"
+train_missing booking-extract --kind extract --data $DATA/booking_extract_train.jsonl --valid $DATA/booking_extract_valid.jsonl \
+  --description "extracts the bike, the service and the day from a booking request"
+
+chatbot registry list
+echo
+echo "» chatbot ask shop-faq 'Are you open on Sundays?'"
+chatbot ask shop-faq "Are you open on Sundays?"
+echo "» chatbot ask review-sentiment 'The mechanic was so helpful, my bike rides like new!'"
+chatbot ask review-sentiment "The mechanic was so helpful, my bike rides like new!"
+echo "» chatbot ask product-writer 'Write a description of Night Owl, mention rear light and a USB charger'"
+chatbot ask product-writer "Write a description of Night Owl, mention rear light and a USB charger"
+echo "» chatbot ask booking-extract 'Could I bring my Giant Talon in on Thursday for a chain replacement?'"
+chatbot ask booking-extract "Could I bring my Giant Talon in on Thursday for a chain replacement?"

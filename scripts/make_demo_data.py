@@ -1,0 +1,191 @@
+"""Write the demo bot's training data into training_data/ (deterministic; run from the repo root).
+
+The demo is a bike shop, "Spoke & Chain", with four skills:
+  shop-faq          qa        questions about the shop, answered directly (no intents)
+  review-sentiment  classify  the sentiment of a customer review
+  product-writer    generate  a product description, prompts built from products.csv with a template
+  booking-extract   extract   bike, service and day from a booking request, in the tutorial's format
+
+    python scripts/make_demo_data.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+OUT = Path("training_data")
+SEP, STOP = "\n\n###\n\n", " END"
+
+FAQ = [
+    ("When are you open?", ["What are your opening hours?", "What time do you open?", "When does the shop open?", "Are you open today?", "What are your hours?"],
+     "We are open Tuesday to Saturday, 9am to 6pm."),
+    ("Are you open on Sunday?", ["Do you open on Sundays?", "Can I come by on Sunday?", "Is the shop open on Sunday?", "Sunday opening?"],
+     "No, we are closed on Sundays and Mondays."),
+    ("Where is the shop?", ["What is your address?", "Where are you located?", "How do I find the shop?", "Where can I find you?"],
+     "We are at 12 Mill Lane, next to the river bridge."),
+    ("How much is a basic service?", ["What does a tune-up cost?", "Price of a basic service?", "How much for a bike service?", "What do you charge for a service?"],
+     "A basic service costs 45 euros and takes one day."),
+    ("How long does a repair take?", ["When will my bike be ready?", "How long do repairs take?", "How quickly can you fix my bike?", "What is the repair time?"],
+     "Most repairs are ready in two working days."),
+    ("Can I return a product?", ["What is your return policy?", "Can I get a refund?", "How do returns work?", "Can I bring something back?"],
+     "Unused products can be returned within 30 days with the receipt."),
+    ("Do you rent bikes?", ["Can I hire a bike?", "Do you have rental bikes?", "Is bike rental possible?", "How much is a rental bike?"],
+     "Yes, city bikes rent for 15 euros a day and e-bikes for 35 euros a day."),
+    ("Do you repair e-bikes?", ["Can you fix electric bikes?", "Do you service e-bikes?", "Can you repair my e-bike motor?", "Electric bike repairs?"],
+     "Yes, we service e-bikes from Bosch, Shimano and Yamaha."),
+    ("How do I book a repair?", ["Can I make an appointment?", "How do I schedule a service?", "Do I need to book?", "How can I book a service?"],
+     "Book online at spokeandchain.example/book or call 0123 456 789."),
+    ("Do you offer a warranty?", ["Is there a guarantee on repairs?", "What warranty do repairs have?", "Are repairs guaranteed?", "Do repairs come with a warranty?"],
+     "Every repair has a 6 month warranty on parts and labour."),
+    ("Can I pay by card?", ["Which payment methods do you accept?", "Do you take credit cards?", "Can I pay with my phone?", "Is cash the only option?"],
+     "We accept cash, all major cards and mobile payments."),
+    ("Do you sell second-hand bikes?", ["Do you have used bikes?", "Can I buy a used bike?", "Any second-hand bikes for sale?", "Do you sell refurbished bikes?"],
+     "Yes, we sell checked second-hand bikes with a 3 month warranty."),
+    ("Is there parking?", ["Where can I park?", "Do you have a car park?", "Can I park near the shop?", "Is parking available?"],
+     "There is free parking behind the shop for 30 minutes."),
+    ("Do you fit bike racks?", ["Can you install a car rack?", "Do you fit child seats?", "Can you mount a rack on my bike?", "Do you install accessories?"],
+     "Yes, fitting a rack or a child seat is free when you buy it here."),
+]
+
+REVIEWS = {
+    "positive": [
+        "The {thing} is {good} and the staff were {kind}.", "Really happy with my {thing}, {good}!",
+        "{Kind} team, my {thing} was {good}.", "Great experience, the {thing} is {good}.",
+        "I love the {thing}, {good} and worth the money.", "Fast service and a {good} {thing}, thank you!",
+    ],
+    "negative": [
+        "The {thing} was {bad} and nobody helped.", "Very disappointed, my {thing} is {bad}.",
+        "Avoid this shop, the {thing} was {bad}.", "Waited two weeks and the {thing} is still {bad}.",
+        "Terrible service, the {thing} came back {bad}.", "I want a refund, the {thing} is {bad}.",
+    ],
+    "neutral": [
+        "I picked up my {thing} today.", "The {thing} was ready on Tuesday as planned.",
+        "Bought a {thing}, have not used it yet.", "The shop is next to the bridge, I went there for a {thing}.",
+        "They replaced the {thing}, it took one day.", "Ordered a {thing}, it should arrive next week.",
+    ],
+}
+THINGS = ["bike", "repair", "helmet", "e-bike", "brake job", "wheel", "saddle", "chain", "service", "rental bike"]
+GOOD = ["excellent", "perfect", "amazing", "really smooth", "fantastic"]
+BAD = ["broken", "terrible", "worse than before", "badly done", "still squeaking"]
+KIND = ["friendly", "helpful", "very kind", "patient"]
+
+PRODUCTS = [
+    ("Trail Runner 29", "mountain bike", "a light aluminium frame", "The Trail Runner 29 is a mountain bike with a light aluminium frame that climbs easily and stays steady on rough trails."),
+    ("City Glide", "city bike", "a step-through frame", "The City Glide is a city bike with a step-through frame, easy to get on and comfortable for daily rides."),
+    ("Volt Commuter", "e-bike", "a 500 Wh battery", "The Volt Commuter is an e-bike with a 500 Wh battery that takes you up to 100 km on a single charge."),
+    ("Kid Spark 16", "children's bike", "stabiliser wheels", "The Kid Spark 16 is a children's bike with stabiliser wheels, a safe first bike for young riders."),
+    ("Road Arrow", "road bike", "a carbon fork", "The Road Arrow is a road bike with a carbon fork that absorbs bumps and keeps you fast on long rides."),
+    ("Fold Go", "folding bike", "a 10 second fold", "The Fold Go is a folding bike with a 10 second fold that fits under a desk or on a train."),
+    ("Cargo Mate", "cargo bike", "a front box for two children", "The Cargo Mate is a cargo bike with a front box for two children, made for school runs and shopping."),
+    ("Gravel Pro", "gravel bike", "wide 45 mm tyres", "The Gravel Pro is a gravel bike with wide 45 mm tyres that grip on dirt roads and roll well on tarmac."),
+    ("Shield Helmet", "helmet", "a rear LED light", "The Shield Helmet is a helmet with a rear LED light that keeps you visible in traffic at night."),
+    ("Aero Helmet", "helmet", "twelve air vents", "The Aero Helmet is a helmet with twelve air vents that keep your head cool on hot days."),
+    ("Grip Lock", "bike lock", "a hardened steel chain", "The Grip Lock is a bike lock with a hardened steel chain that stops bolt cutters."),
+    ("Beam 800", "front light", "an 800 lumen LED", "The Beam 800 is a front light with an 800 lumen LED that lights up dark country roads."),
+    ("Comfort Saddle", "saddle", "a gel cushion", "The Comfort Saddle is a saddle with a gel cushion that makes long rides easier on the body."),
+    ("Pannier Duo", "pannier bag", "a waterproof roll top", "The Pannier Duo is a pannier bag with a waterproof roll top that keeps your things dry in the rain."),
+    ("Pump Max", "floor pump", "a pressure gauge", "The Pump Max is a floor pump with a pressure gauge so your tyres are always at the right pressure."),
+    ("Tour Rack", "rear rack", "room for 25 kg", "The Tour Rack is a rear rack with room for 25 kg, strong enough for touring bags."),
+    ("Mud Guard Set", "mudguards", "quick release clips", "The Mud Guard Set is a pair of mudguards with quick release clips that fit in seconds."),
+    ("Kid Seat Plus", "child seat", "a five point harness", "The Kid Seat Plus is a child seat with a five point harness that keeps your child safe and secure."),
+    ("Speed Computer", "bike computer", "built-in GPS", "The Speed Computer is a bike computer with built-in GPS that records every ride and shows the way."),
+    ("Chain Clean Kit", "cleaning kit", "a biodegradable degreaser", "The Chain Clean Kit is a cleaning kit with a biodegradable degreaser that makes your chain shine again."),
+    ("Urban E 2", "e-bike", "a belt drive", "The Urban E 2 is an e-bike with a belt drive that is quiet, clean and needs almost no maintenance."),
+    ("Summit XC", "mountain bike", "full suspension", "The Summit XC is a mountain bike with full suspension that stays in control on steep descents."),
+    ("Rain Jacket", "cycling jacket", "reflective stripes", "The Rain Jacket is a cycling jacket with reflective stripes that keeps you dry and seen."),
+    ("Bottle Cage", "bottle cage", "a side entry", "The Bottle Cage is a bottle cage with a side entry that fits small frames."),
+]
+
+BRANDS = ["trek", "giant", "cube", "specialized", "gazelle", "brompton", "cannondale", "batavus"]
+MODELS = {"trek": "marlin", "giant": "talon", "cube": "kathmandu", "specialized": "rockhopper", "gazelle": "ultimate", "brompton": "c line", "cannondale": "topstone", "batavus": "finez"}
+SERVICES = ["brake tune", "wheel truing", "chain replacement", "puncture repair", "full service", "gear adjustment", "battery check"]
+DAYS = ["tuesday", "wednesday", "thursday", "friday", "saturday", "tomorrow", "next week"]
+BOOKINGS = [
+    "Can I book a {service} for my {brand} {model} on {day}?",
+    "My {brand} needs a {service}, could I bring it {on_day}?",
+    "I would like a {service} {on_day} please.",
+    "Please book my {brand} {model} in for a {service}.",
+    "Is there time {on_day} for a {service} on a {brand}?",
+    "Hi, my {brand} {model} needs a {service}.",
+    "Could you do a {service} {on_day}?",
+]
+NO_ENTITY = ["Thanks for the quick help last time!", "Do you like cycling in the rain?", "Hello there.", "What a nice day for a ride.", "See you soon.", "I will think about it."]
+
+
+def pair(prompt: str, answer: str) -> dict[str, str]:
+    return {"prompt": prompt.strip() + SEP, "completion": " " + answer.strip() + STOP}
+
+
+def write(name: str, rows: list[dict[str, str]]) -> None:
+    with open(OUT / name, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{OUT / name}: {len(rows)} rows")
+
+
+def faq(rng: random.Random) -> None:
+    train, valid = [], []
+    for question, paraphrases, answer in FAQ:
+        asked = [question, *paraphrases]
+        valid.append(pair(asked.pop(rng.randrange(1, len(asked))), answer))  # one unseen paraphrase each
+        train += [pair(q, answer) for q in asked]
+    rng.shuffle(train)
+    write("shop_faq_train.jsonl", train)
+    write("shop_faq_valid.jsonl", valid)
+
+
+def reviews(rng: random.Random) -> None:
+    rows = []
+    for label, templates in REVIEWS.items():
+        for template in templates:
+            for _ in range(5):
+                kind = rng.choice(KIND)
+                text = template.format(thing=rng.choice(THINGS), good=rng.choice(GOOD), bad=rng.choice(BAD), kind=kind, Kind=kind.capitalize())
+                rows.append(pair(text, label))
+    rows = list({r["prompt"]: r for r in rows}.values())
+    rng.shuffle(rows)
+    cut = len(rows) // 5
+    write("review_sentiment_valid.jsonl", rows[:cut])
+    write("review_sentiment_train.jsonl", rows[cut:])
+
+
+def products() -> None:
+    with open(OUT / "products.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "type", "detail", "description"])
+        writer.writerows(PRODUCTS)
+    print(f"{OUT / 'products.csv'}: {len(PRODUCTS)} rows")
+
+
+def bookings(rng: random.Random) -> None:
+    rows = []
+    for template in BOOKINGS:
+        for _ in range(8):
+            brand, service, day = rng.choice(BRANDS), rng.choice(SERVICES), rng.choice(DAYS)
+            on_day = day if day in ("tomorrow", "next week") else f"on {day}"
+            text = template.format(brand=brand.capitalize(), model=MODELS[brand].title(), service=service, day=day.capitalize(), on_day=on_day)
+            entities = {
+                "bike": [f"{brand} {MODELS[brand]}" if "{model}" in template else brand] if "{brand}" in template else [],
+                "service": [service],
+                "day": [day] if "day" in template else [],
+            }
+            body = "\n".join(f"{k}:{[v for v in vals]!r}" for k, vals in entities.items() if vals)
+            rows.append({"prompt": text + SEP, "completion": " " + body + "\n" + STOP})
+    rows += [{"prompt": text + SEP, "completion": " no entity\n" + STOP} for text in NO_ENTITY]
+    rows = list({r["prompt"]: r for r in rows}.values())
+    rng.shuffle(rows)
+    cut = len(rows) // 5
+    write("booking_extract_valid.jsonl", rows[:cut])
+    write("booking_extract_train.jsonl", rows[cut:])
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    rng = random.Random(7)
+    faq(rng)
+    reviews(rng)
+    products()
+    bookings(rng)
