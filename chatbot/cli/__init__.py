@@ -9,7 +9,7 @@ from chatbot.cli.common import quiet_libraries
 
 app = typer.Typer(
     name="chatbot",
-    help="Assistants made of several fine-tuned completion models.\n\nExample: chatbot train faq --kind qa --data training_data/faq.jsonl",
+    help="Assistants made of several fine-tuned completion models.\n\nExample: chatbot train shop-faq --kind qa --data training_data/shop_faq_train.jsonl",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,

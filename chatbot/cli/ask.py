@@ -23,7 +23,7 @@ def ask(
 ) -> None:
     """Ask one skill: the prompt gets its separator, generation stops at its stop sequence.
 
-    Example: chatbot ask sentiment "the battery died after a day"
+    Example: chatbot ask review-sentiment "the battery died after a day"
     """
     from chatbot import registry as registry_io
     from chatbot.answer import ask as ask_skill

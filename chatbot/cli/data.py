@@ -21,6 +21,7 @@ from chatbot.data.template import render_table
 from chatbot.cli.common import decode_escapes, handle_errors
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP
+from chatbot.training.base_model import DEFAULT_BASE
 
 app = typer.Typer(
     name="data",
@@ -42,7 +43,7 @@ def token_counter(base: str | None) -> tuple[TokenCounter | None, int | None]:
         return load_counter(base)
     except ImportError as exc:
         message = f"--base {base}: cannot load its tokenizer ({exc})"
-        raise ChatbotError(message, hint="leave out --base to approximate") from None
+        raise ChatbotError(message, hint="pass --approximate to count characters / 4 instead") from None
 
 
 def _lines(lines: list[int], count: int) -> str:
@@ -94,8 +95,11 @@ def check(
         Path | None, typer.Option("--valid", help="Validation file: also report its prompts that occur in FILE.")
     ] = None,
     base: Annotated[
-        str | None, typer.Option("--base", help="Base model: count tokens with its tokenizer, limit to its context.")
-    ] = None,
+        str, typer.Option("--base", help="Base model: count tokens with its tokenizer, limit to its context.")
+    ] = DEFAULT_BASE,
+    approximate: Annotated[
+        bool, typer.Option("--approximate", help="Count tokens as characters / 4 instead of loading a tokenizer.")
+    ] = False,
     max_tokens: Annotated[
         int | None,
         typer.Option("--max-tokens", min=1, help="Longest example \\[default: 2048, or the base model's context]."),
@@ -111,7 +115,7 @@ def check(
 
     Example: chatbot data check train.jsonl --valid valid.jsonl --base smollm2-135m
     """
-    count, context = token_counter(base)
+    count, context = token_counter(None if approximate else base)
     limit = max_tokens or context or 2048
     report = check_file(file, valid_path=valid, count_tokens=count, max_tokens=limit, kind=kind)
     if as_json:
@@ -166,7 +170,10 @@ def fix(
     stop: Annotated[
         str, typer.Option("--stop", help=r"Stop sequence to append to completions lacking one (\n allowed).")
     ] = DEFAULT_STOP,
-    base: Annotated[str | None, typer.Option("--base", help="Base model whose tokenizer counts tokens.")] = None,
+    base: Annotated[str, typer.Option("--base", help="Base model whose tokenizer counts tokens.")] = DEFAULT_BASE,
+    approximate: Annotated[
+        bool, typer.Option("--approximate", help="Count tokens as characters / 4 instead of loading a tokenizer.")
+    ] = False,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Drop longer examples \\[default: 2048].")
     ] = None,
@@ -180,7 +187,7 @@ def fix(
     Example: chatbot data fix tickets.csv -o tickets.jsonl --yes
     """
     console = Console(highlight=False, soft_wrap=True)
-    count, context = token_counter(base)
+    count, context = token_counter(None if approximate else base)
     declined: list[str] = []
     result = fix_file(
         file,

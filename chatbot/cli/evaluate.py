@@ -56,7 +56,7 @@ def evaluate(
 
     The scores are also stored in the skill's training record in models.yaml.
 
-    Example: chatbot eval job-ner --data training_data/job_ner_valid.jsonl --baseline
+    Example: chatbot eval booking-extract --data training_data/booking_extract_valid.jsonl --baseline
     """
     from chatbot import registry as registry_io
     from chatbot.backends.local import LocalBackend

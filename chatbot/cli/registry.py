@@ -43,7 +43,7 @@ def list_skills(registry: RegistryOption = None) -> None:
 def show(name: str, registry: RegistryOption = None) -> None:
     """Show everything registered for one skill.
 
-    Example: chatbot registry show job-ner
+    Example: chatbot registry show booking-extract
     """
     skill = registry_io.load(registry).get(name)
     console.print(yaml.dump(skill.model_dump(mode="json", exclude_none=True), Dumper=registry_io._Dumper, sort_keys=False, allow_unicode=True), highlight=False)
@@ -54,7 +54,7 @@ def show(name: str, registry: RegistryOption = None) -> None:
 def remove(name: str, registry: RegistryOption = None) -> None:
     """Remove a skill from the registry (its adapter folder is left on disk).
 
-    Example: chatbot registry remove job-ner
+    Example: chatbot registry remove booking-extract
     """
     reg = registry_io.load(registry)
     skill = registry_io.remove(name, reg.path)

@@ -50,7 +50,7 @@ def train(
     Runs `chatbot data check` first and stops on errors. Defaults for epochs, batch size and
     learning-rate multiplier are chosen from the data size, as OpenAI's fine-tuning API does.
 
-    Example: chatbot train job-ner --kind extract --data training_data/job_ner_train.jsonl --epochs 8
+    Example: chatbot train booking-extract --kind extract --data training_data/booking_extract_train.jsonl --epochs 8
     """
     from chatbot.training.skill import train_skill
 

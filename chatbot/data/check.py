@@ -639,6 +639,6 @@ def _leakage(
 
 
 def _approximate() -> Finding:
-    message = "token counts are approximate (characters / 4): pass --base MODEL to count with its tokenizer"
+    message = "token counts are approximate (characters / 4): leave out --approximate to count with the base model's tokenizer"
     return finding("approximate_tokens", "info", message)
 
