@@ -36,4 +36,4 @@ def ask(
         if on_token:
             on_token(piece)
     completion = "".join(pieces)
-    return completion, skill.skill_kind.parse(completion, request.stop)
+    return completion, skill.skill_kind.parse(completion, request.stop, text if skill.ground_entities else None)

@@ -66,6 +66,7 @@ class Skill(BaseModel):
     stop: list[str] = Field(default_factory=lambda: [DEFAULT_STOP])
     generation: Generation = Field(default_factory=Generation)
     routing_examples: list[str] = Field(default_factory=list)
+    ground_entities: bool = Field(default=True, description="extract: drop values that do not occur in the input")
     training: TrainingRecord | None = None
 
     @field_validator("name")

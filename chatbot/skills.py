@@ -53,11 +53,11 @@ def _strip(completion: str, stop: Sequence[str]) -> str:
     return completion.strip()
 
 
-def parse_text(completion: str, stop: Sequence[str] = (DEFAULT_STOP,)) -> Parsed:
+def parse_text(completion: str, stop: Sequence[str] = (DEFAULT_STOP,), source: str | None = None) -> Parsed:
     return Parsed(text=_strip(completion, stop))
 
 
-def parse_label(completion: str, stop: Sequence[str] = (DEFAULT_STOP,)) -> Parsed:
+def parse_label(completion: str, stop: Sequence[str] = (DEFAULT_STOP,), source: str | None = None) -> Parsed:
     text = _strip(completion, stop)
     label = text.splitlines()[0].strip() if text else ""
     return Parsed(text=label, label=label)
@@ -78,15 +78,27 @@ def _parse_values(raw: str) -> list[str]:
     return [v.strip() for v in re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", raw) for v in v if v.strip()]
 
 
-def parse_entities(completion: str, stop: Sequence[str] = (DEFAULT_STOP,)) -> Parsed:
-    """Entities in the tutorial's line format: ``type:['a', 'b']`` a line, `` no entity`` for none."""
+def _letters(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
+def parse_entities(completion: str, stop: Sequence[str] = (DEFAULT_STOP,), source: str | None = None) -> Parsed:
+    """Entities in the tutorial's line format: ``type:['a', 'b']`` a line, `` no entity`` for none.
+
+    With *source* (the text the entities were extracted from), values that do not occur in it are
+    dropped, comparing letters and digits only (``'3 - 5 years'`` occurs in ``3-5 years``): a model
+    can only extract what is there, so anything else is a hallucination. Repeated values count once.
+    """
     text = _strip(completion, stop)
+    grounding = _letters(source) if source is not None else None
     entities: dict[str, list[str]] = {}
     for line in text.splitlines():
         match = _ENTITY_LINE.match(line)
         if not match:
             continue
         values = _parse_values(match.group(2))
+        if grounding is not None:
+            values = [v for v in dict.fromkeys(values) if _letters(v) and _letters(v) in grounding]
         if values:
             entities.setdefault(match.group(1).strip().lower(), []).extend(values)
     shown = "\n".join(f"{k}: {', '.join(v)}" for k, v in entities.items()) or NO_ENTITY
@@ -106,14 +118,15 @@ class SkillKind:
 
     name: str
     description: str
-    parse: Callable[[str, Sequence[str]], Parsed]
+    parse: Callable[[str, Sequence[str], str | None], Parsed]  # (completion, stop, source text)
     metric: str  # the headline metric key of chatbot.evaluation.metrics for this kind
     default_max_tokens: int
 
-    def score(self, predictions: Sequence[str], references: Sequence[str], stop: Sequence[str]) -> dict[str, Any]:
+    def score(self, predictions: Sequence[str], references: Sequence[str], stop: Sequence[str],
+              sources: Sequence[str] | None = None) -> dict[str, Any]:
         from chatbot.evaluation.metrics import METRICS
 
-        return METRICS[self.name](predictions, references, stop)
+        return METRICS[self.name](predictions, references, stop, sources)
 
 
 KINDS: dict[str, SkillKind] = {

@@ -18,7 +18,7 @@ ROWS = [
     {"prompt": "Terrible service, still broken.\n\n###\n\n", "completion": " negative END"},
     {"prompt": "I love my new helmet.\n\n###\n\n", "completion": " positive END"},
 ]
-FAST = ["--epochs", "40", "--batch-size", "2", "--learning-rate-multiplier", "10"]
+FAST = ["--epochs", "40", "--batch-size", "2", "--learning-rate-multiplier", "1"]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -8,7 +8,7 @@ from chatbot.training.hyperparams import Hyperparameters
 from chatbot.training.trainer import train_lora
 
 PROMPTS = ["What are your opening hours?\n\n###\n\n", "The battery died after a day.\n\n###\n\n"]
-HP = Hyperparameters(n_epochs=40, batch_size=2, learning_rate_multiplier=10, lora_r=8, lora_dropout=0.0)
+HP = Hyperparameters(n_epochs=40, batch_size=2, learning_rate_multiplier=1, lora_r=8, lora_dropout=0.0)
 
 
 def test_stop_matcher_holds_back_partial_stop_and_cuts_at_stop():

@@ -42,3 +42,10 @@ def test_generate_metrics():
     assert same["rougeL"] == pytest.approx(1.0) and same["bleu"] > 99
     other = generate_metrics([" blue plate END"], [" a red ceramic mug END"], STOP)
     assert other["rougeL"] == 0.0
+
+
+def test_extract_with_sources_drops_hallucinated_values():
+    refs = [" skills:['python']\n END"]
+    preds = [" skills:['python', 'java']\n END"]
+    assert extract_metrics(preds, refs, STOP)["micro_precision"] == 0.5
+    assert extract_metrics(preds, refs, STOP, ["we use python"])["micro_precision"] == 1.0

@@ -39,3 +39,10 @@ def test_unknown_kind_names_the_choices():
     with pytest.raises(ChatbotError, match="qa, classify, generate, extract"):
         get_kind("summarize")
     assert set(KINDS) == {"qa", "classify", "generate", "extract"}
+
+
+def test_entities_not_in_the_source_are_dropped():
+    completion = " experience:['3 - 5 years', '10 years']\nskills:['python', 'python', 'c#']\n END"
+    source = "3-5 years of Python and C# wanted.\n\n###\n\n"
+    assert parse_entities(completion, source=source).entities == {"experience": ["3 - 5 years"], "skills": ["python", "c#"]}
+    assert parse_entities(completion).entities["experience"] == ["3 - 5 years", "10 years"]  # no source: kept

@@ -16,7 +16,7 @@ PAIRS = [
 
 def test_defaults_follow_data_size():
     small = Hyperparameters().resolved(40)
-    assert small.n_epochs == 10 and small.batch_size == 4 and small.learning_rate_multiplier == 0.05
+    assert small.n_epochs == 6 and small.batch_size == 4 and small.learning_rate_multiplier == 0.05
     big = Hyperparameters().resolved(100_000)
     assert big.n_epochs == 1 and big.batch_size == 200 and big.learning_rate_multiplier == 0.2
     mid = Hyperparameters().resolved(5_000)
@@ -50,7 +50,7 @@ def test_lora_training_learns_and_saves_a_peft_adapter(tiny_base: str, tmp_path:
     epochs = []
     result = train_lora(
         PAIRS, tmp_path / "adapter", base_model=tiny_base,
-        hyperparameters=Hyperparameters(n_epochs=30, batch_size=2, learning_rate_multiplier=10, lora_r=8, lora_dropout=0.0),
+        hyperparameters=Hyperparameters(n_epochs=30, batch_size=2, learning_rate_multiplier=1, lora_r=8, lora_dropout=0.0),
         valid_examples=PAIRS[:2], on_epoch=lambda e, t, v: epochs.append((e, t, v)),
     )
     assert len(result.train_loss) == 30 and len(result.valid_loss) == 30 and len(epochs) == 30

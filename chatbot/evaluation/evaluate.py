@@ -41,7 +41,8 @@ def evaluate_skill(
             predictions.append(backend.complete(request).text)
             if on_example:
                 on_example()
-        return skill.skill_kind.score(predictions, references, skill.stop), predictions
+        sources = [e.prompt for e in examples] if skill.ground_entities else None
+        return skill.skill_kind.score(predictions, references, skill.stop, sources), predictions
 
     scores, predictions = run(True)
     result: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 from chatbot.skills import parse_entities, parse_label, parse_text
 
-Metric = Callable[[Sequence[str], Sequence[str], Sequence[str]], dict[str, Any]]
+Metric = Callable[[Sequence[str], Sequence[str], Sequence[str], Sequence[str] | None], dict[str, Any]]
 
 
 def _normalize(text: str) -> str:
@@ -34,7 +34,7 @@ def _token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def qa_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str]) -> dict[str, Any]:
+def qa_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str], sources: Sequence[str] | None = None) -> dict[str, Any]:
     preds = [parse_text(p, stop).text for p in predictions]
     refs = [parse_text(r, stop).text for r in references]
     n = max(1, len(refs))
@@ -45,7 +45,7 @@ def qa_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequ
     }
 
 
-def classify_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str]) -> dict[str, Any]:
+def classify_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str], sources: Sequence[str] | None = None) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     preds = [parse_label(p, stop).label or "" for p in predictions]
@@ -65,17 +65,22 @@ def classify_metrics(predictions: Sequence[str], references: Sequence[str], stop
     }
 
 
-def _entity_set(completion: str, stop: Sequence[str]) -> set[tuple[str, str]]:
-    entities = parse_entities(completion, stop).entities
+def _entity_set(completion: str, stop: Sequence[str], source: str | None = None) -> set[tuple[str, str]]:
+    entities = parse_entities(completion, stop, source).entities
     return {(kind, " ".join(v.lower().split())) for kind, values in entities.items() for v in values}
 
 
-def extract_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str]) -> dict[str, Any]:
-    """Entity-level micro precision/recall/F1 over the set of (type, value) pairs of each example."""
+def extract_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str], sources: Sequence[str] | None = None) -> dict[str, Any]:
+    """Entity-level micro precision/recall/F1 over the set of (type, value) pairs of each example.
+
+    With *sources*, predicted values not found in their source text are dropped first, as they
+    are when the skill answers (see :func:`chatbot.skills.parse_entities`).
+    """
     tp = fp = fn = 0
     per_type: dict[str, Counter[str]] = {}
-    for prediction, reference in zip(predictions, references):
-        pred, ref = _entity_set(prediction, stop), _entity_set(reference, stop)
+    for i, (prediction, reference) in enumerate(zip(predictions, references)):
+        pred = _entity_set(prediction, stop, sources[i] if sources is not None else None)
+        ref = _entity_set(reference, stop)
         tp, fp, fn = tp + len(pred & ref), fp + len(pred - ref), fn + len(ref - pred)
         for name, pairs in (("tp", pred & ref), ("fp", pred - ref), ("fn", ref - pred)):
             for kind, _ in pairs:
@@ -97,7 +102,7 @@ def extract_metrics(predictions: Sequence[str], references: Sequence[str], stop:
     }
 
 
-def generate_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str]) -> dict[str, Any]:
+def generate_metrics(predictions: Sequence[str], references: Sequence[str], stop: Sequence[str], sources: Sequence[str] | None = None) -> dict[str, Any]:
     import sacrebleu
     from rouge_score import rouge_scorer
 

@@ -48,6 +48,15 @@ def set_threads() -> None:
     torch.set_num_threads(int(os.environ.get("CHATBOT_THREADS", os.cpu_count() or 1)))
 
 
+def use_bf16(precision: str, device: str) -> bool:
+    """Whether to train under bf16 autocast: asked for, or ``auto`` on a GPU that computes bf16."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -168,6 +177,7 @@ def train_lora(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16(hp.precision, device))
     result = TrainResult(adapter_dir=Path(output_dir), hyperparameters=hp)
     step = 0
     for epoch in range(1, hp.n_epochs + 1):
@@ -177,7 +187,8 @@ def train_lora(
             weight = sum(sum(w[:-1]) for _, w in batch)
             step_loss = 0.0
             for micro in range(0, len(batch), MICRO_BATCH):
-                loss, _ = _batch_loss(model, batch[micro : micro + MICRO_BATCH], tokenizer.pad_token_id, device)
+                with autocast:
+                    loss, _ = _batch_loss(model, batch[micro : micro + MICRO_BATCH], tokenizer.pad_token_id, device)
                 (loss / max(weight, 1e-9)).backward()
                 step_loss += loss.item()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
