@@ -64,19 +64,3 @@ def test_lora_training_learns_and_saves_a_peft_adapter(tiny_base: str, tmp_path:
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tmp_path / "adapter")  # standard format
 
-
-def test_length_grouped_batches_cover_every_example_once_with_less_padding():
-    import random
-
-    from chatbot.training.trainer import length_grouped_batches
-
-    random.seed(0)
-    lengths = [random.randint(10, 600) for _ in range(200)]
-    batches = length_grouped_batches(lengths, 4)
-    assert sorted(i for b in batches for i in b) == list(range(200))
-    assert all(len(b) == 4 for b in batches)
-    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
-    random_order = list(range(200))
-    random.shuffle(random_order)
-    padded_random = sum(max(lengths[i] for i in random_order[s : s + 4]) * 4 for s in range(0, 200, 4))
-    assert padded < 0.8 * padded_random
