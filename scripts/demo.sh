@@ -31,6 +31,9 @@ train_missing product-writer --kind generate --data $DATA/product_writer_train.j
 train_missing booking-extract --kind extract --data $DATA/booking_extract_train.jsonl --valid $DATA/booking_extract_valid.jsonl \
   --description "extracts the bike, the service and the day from a booking request"
 
+for skill in shop-faq review-sentiment product-writer booking-extract; do  # held-out scores, stored in models.yaml
+  chatbot eval "$skill" --data "$DATA/${skill//-/_}_valid.jsonl"
+done
 chatbot registry list
 echo
 echo "» chatbot ask shop-faq 'Are you open on Sundays?'"

@@ -25,14 +25,14 @@ def list_skills(registry: RegistryOption = None) -> None:
     reg = registry_io.load(registry)
     table = Table(title=f"skills in {reg.path}")
     for column in ("name", "kind", "backend", "base model", "adapter", "trained", "metric", "score"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("name", "kind", "score"))
     for skill in reg.skills.values():
         record = skill.training
         metric = skill.skill_kind.metric
         score = record.metrics.get(metric) if record else None
         table.add_row(
             skill.name, skill.kind, skill.backend, skill.base_model, skill.adapter or "-",
-            record.trained_at.strftime("%Y-%m-%d %H:%M") if record else "-",
+            record.trained_at.strftime("%Y-%m-%d") if record else "-",
             metric, f"{score:.3f}" if isinstance(score, float) else "-",
         )
     console.print(table)
