@@ -115,3 +115,12 @@ def test_every_command_has_help_with_an_example():
                     ["data", "check"], ["data", "fix"], ["data", "template"], ["data", "split"]):
         result = invoke(*command, "--help")
         assert result.exit_code == 0 and "Example:" in result.output, command
+
+
+def test_data_check_counts_tokens_with_the_base_models_tokenizer(tmp_path: Path):
+    # SmolLM2's context is 8192 tokens: 9000 words are too many for it
+    write_jsonl(tmp_path / "long.jsonl", [{"prompt": "word " * 9000 + "\n\n###\n\n", "completion": " x END"}, *ROWS])
+    report = json.loads(invoke("data", "check", "long.jsonl", "--json").stdout)
+    codes = [f["code"] for f in report["findings"]]
+    assert "approximate_tokens" not in codes
+    assert next(f for f in report["findings"] if f["code"] == "too_long")["lines"] == [1]

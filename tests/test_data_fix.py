@@ -167,7 +167,7 @@ runner = CliRunner()
 
 def test_cli_fix_yes_applies_everything(tmp_path: Path) -> None:
     source = messy_csv(tmp_path / "m.csv")
-    result = runner.invoke(app, ["fix", str(source), "-o", str(tmp_path / "o.jsonl"), "--yes", "--stop", "\\n"])
+    result = runner.invoke(app, ["fix", str(source), "-o", str(tmp_path / "o.jsonl"), "--yes", "--stop", "\\n", "--approximate"])
     assert result.exit_code == 0, result.output
     assert "read 113 rows, wrote 110" in result.stdout and "applied" in result.stdout
     assert read(tmp_path / "o.jsonl")[0]["completion"].endswith(" number 0\n")
