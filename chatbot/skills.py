@@ -109,7 +109,7 @@ def format_entities(entities: dict[str, list[str]]) -> str:
     """The tutorial's completion body for *entities* (without leading space or stop)."""
     if not any(entities.values()):
         return NO_ENTITY
-    return "\n".join(f"{k}:{[v for v in vals]!r}" for k, vals in entities.items() if vals)
+    return "\n".join(f"{k}:{list(vals)!r}" for k, vals in entities.items() if vals)
 
 
 @dataclass(frozen=True)

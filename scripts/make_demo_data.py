@@ -172,7 +172,7 @@ def bookings(rng: random.Random) -> None:
                 "service": [service],
                 "day": [day] if "day" in template else [],
             }
-            body = "\n".join(f"{k}:{[v for v in vals]!r}" for k, vals in entities.items() if vals)
+            body = "\n".join(f"{k}:{vals!r}" for k, vals in entities.items() if vals)
             rows.append({"prompt": text + SEP, "completion": " " + body + "\n" + STOP})
     rows += [{"prompt": text + SEP, "completion": " no entity\n" + STOP} for text in NO_ENTITY]
     rows = list({r["prompt"]: r for r in rows}.values())

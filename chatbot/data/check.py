@@ -343,7 +343,7 @@ def _extra_columns(records: list[Record], used: set[str]) -> list[Finding]:
 
 def _non_strings(records: list[Record], keys: dict[str, str]) -> list[Finding]:
     found = []
-    for name, key in keys.items():
+    for key in keys.values():
         bad = [r for r in records if r.values.get(key) is not None and not isinstance(r.values[key], str)]
         if not bad:
             continue
