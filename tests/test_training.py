@@ -16,9 +16,9 @@ PAIRS = [
 
 def test_defaults_follow_data_size():
     small = Hyperparameters().resolved(40)
-    assert small.n_epochs == 6 and small.batch_size == 4 and small.learning_rate_multiplier == 0.05
+    assert small.n_epochs == 6 and small.batch_size == 4 and small.learning_rate_multiplier == 0.2
     big = Hyperparameters().resolved(100_000)
-    assert big.n_epochs == 1 and big.batch_size == 200 and big.learning_rate_multiplier == 0.2
+    assert big.n_epochs == 1 and big.batch_size == 200 and big.learning_rate_multiplier == 0.05
     mid = Hyperparameters().resolved(5_000)
     assert mid.n_epochs == 3 and mid.batch_size == 10 and mid.learning_rate_multiplier == 0.1
     assert Hyperparameters(n_epochs=2, batch_size=64).resolved(10).batch_size == 10  # never above the data

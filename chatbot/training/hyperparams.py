@@ -8,8 +8,10 @@
   training examples, at least 1 and at most 256 — with a floor of 4 here, as tiny batches make
   LoRA updates noisy.
 * ``learning_rate_multiplier``: scales ``REFERENCE_LEARNING_RATE``, the peak learning rate of the
-  LoRA weights. Default as OpenAI's legacy API: 0.05, 0.1 or 0.2 for small, medium and large
-  batches (larger batches take larger steps).
+  LoRA weights. OpenAI's legacy API chose 0.05, 0.1 or 0.2 for small, medium and large batches;
+  we choose the other way round, 0.2, 0.1 or 0.05: a small data set (small batches) gives a LoRA
+  adapter few steps to learn in, and it needs larger ones. On job-ner (48 training rows, batch 4)
+  entity F1 rose with the learning rate from 1e-3 to 2e-3 to 4e-3, one run each.
 * ``precision``: ``auto`` trains under bf16 autocast on a GPU that supports it, in fp32 elsewhere.
   ``bf16`` on a CPU with AVX512-BF16 trains faster, but scored lower on job-ner in our trials, so
   it is not the CPU default.
@@ -63,7 +65,7 @@ class Hyperparameters(BaseModel):
         batch = min(batch, n)
         multiplier = self.learning_rate_multiplier
         if multiplier is None:
-            multiplier = 0.05 if batch < 8 else 0.1 if batch < 64 else 0.2
+            multiplier = 0.2 if batch < 8 else 0.1 if batch < 64 else 0.05
         return self.model_copy(update={"n_epochs": epochs, "batch_size": batch, "learning_rate_multiplier": multiplier})
 
     @property
