@@ -18,7 +18,6 @@ train_missing() {  # NAME ARGS...: train NAME unless its adapter exists already
   if [ -f "adapters/$name/adapter_config.json" ]; then
     echo "$name: trained already (adapters/$name)"
   else
-    chatbot data check "$DATA/${name//-/_}_train.jsonl" > /dev/null
     chatbot train "$name" --force "$@"
   fi
 }

@@ -19,11 +19,10 @@ from chatbot.training.hyperparams import Hyperparameters
 from chatbot.training.trainer import ProgressCallback, file_sha256, train_lora
 
 
-def check_or_fail(data: Path, valid: Path | None, base: str, kind: str | None = None):  # noqa: ANN201 - data.check.Report
-    """Run ``chatbot data check`` on the training data and stop on errors."""
+def check_or_fail(data: Path, valid: Path | None, count: Callable[[str], int], context: int, kind: str | None = None):  # noqa: ANN201 - data.check.Report
+    """Run ``chatbot data check`` on the training data (tokens counted by *count*) and stop on errors."""
     from chatbot.data.check import check_file
 
-    count, context = token_counter(base)
     report = check_file(data, valid_path=valid, count_tokens=count, max_tokens=context, kind=kind)
     errors = [f for f in report.findings if f.severity == "error"]
     if errors:
@@ -57,7 +56,8 @@ def train_skill(
     Skill(name=name, kind=kind)  # validates the name before any work
     if name in registry.skills and not force:
         raise ChatbotError(f"{registry.path}: skill {name!r} exists already", hint="pick another name, or pass --force to retrain and replace it")
-    report = check_or_fail(data_path, valid_path, base, kind)
+    count, context = token_counter(base)  # the base model's tokenizer, loaded once
+    report = check_or_fail(data_path, valid_path, count, context, kind)
     examples = load_examples(data_path)
     valid_examples = load_examples(valid_path) if valid_path else []
     adapter_dir = (registry.path.parent if registry.path else Path.cwd()) / "adapters" / name
@@ -67,7 +67,6 @@ def train_skill(
         valid_examples=[(e.prompt, e.completion) for e in valid_examples],
         on_step=on_step, on_epoch=on_epoch,
     )
-    count, _ = token_counter(base)
     longest = max(count(e.completion) for e in examples)
     skill = Skill(
         name=name,
