@@ -65,7 +65,8 @@ class Skill(BaseModel):
     separator: str = DEFAULT_SEPARATOR
     stop: list[str] = Field(default_factory=lambda: [DEFAULT_STOP])
     generation: Generation = Field(default_factory=Generation)
-    routing_examples: list[str] = Field(default_factory=list)
+    routing_examples: list[str] = Field(default_factory=list, description="messages this skill should take; drawn from its training prompts when empty")
+    history_turns: int = Field(default=0, ge=0, le=50, description="earlier turns of the conversation put into the prompt")
     ground_entities: bool = Field(default=True, description="extract: drop values that do not occur in the input")
     training: TrainingRecord | None = None
 
@@ -81,11 +82,35 @@ class Skill(BaseModel):
         return KINDS[self.kind]
 
 
+DEFAULT_FALLBACK_REPLY = "Sorry, I can't help with that."
+
+
+class RouterConfig(BaseModel):
+    """How messages are routed to skills, and when none fits."""
+
+    model_config = ConfigDict(extra="forbid")
+    encoder: str = Field(default="all-MiniLM-L6-v2", description="sentence encoder: a name known to the router or a local folder")
+    threshold: float | None = Field(default=None, description="fixed out-of-scope threshold; calibrated when the router is built if unset")
+    out_of_scope: list[str] = Field(default_factory=list, description="messages no skill should take, used to calibrate the threshold")
+    out_of_scope_file: str | None = Field(default=None, description="more such messages: a text file (one per line) or JSONL with a `text` field, relative to the registry")
+    examples_per_skill: int = Field(default=100, ge=1, description="training prompts drawn per skill when it has no routing_examples")
+
+
+class Fallback(BaseModel):
+    """What answers when no skill fits: a fixed reply, or a fallback skill."""
+
+    model_config = ConfigDict(extra="forbid")
+    reply: str = DEFAULT_FALLBACK_REPLY
+    skill: str | None = Field(default=None, description="a registered skill that answers out-of-scope messages instead of the reply")
+
+
 class Registry(BaseModel):
     """The whole ``models.yaml``."""
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    fallback: Fallback = Field(default_factory=Fallback)
     skills: dict[str, Skill] = Field(default_factory=dict)
     path: Path | None = Field(default=None, exclude=True)
 
@@ -96,11 +121,12 @@ class Registry(BaseModel):
             known = ", ".join(self.skills) or "none yet"
             raise ChatbotError(f"{self.path}: no skill named {name!r} (registered: {known})", hint="see `chatbot registry list`") from None
 
+    def resolve(self, relative: str) -> Path:
+        """A path stored in the file, made absolute against the registry's folder."""
+        return ((self.path.parent if self.path else Path.cwd()) / relative).resolve()
+
     def adapter_path(self, skill: Skill) -> Path | None:
-        if skill.adapter is None:
-            return None
-        base = self.path.parent if self.path else Path.cwd()
-        return (base / skill.adapter).resolve()
+        return self.resolve(skill.adapter) if skill.adapter else None
 
     def relative(self, path: Path) -> str:
         """*path* as stored in the file: relative to the registry's folder when inside it."""
@@ -162,6 +188,9 @@ def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False
     for name, skill in registry.skills.items():
         if skill.name != name:
             raise ChatbotError(f"{file}:{_line_of(root, ('skills', name, 'name'))}: skills.{name}.name: {skill.name!r} differs from its key {name!r}")
+    if registry.fallback.skill and registry.fallback.skill not in registry.skills:
+        line = _line_of(root, ("fallback", "skill"))
+        raise ChatbotError(f"{file}:{line}: fallback.skill: no skill named {registry.fallback.skill!r}", hint="name a registered skill or remove the key")
     registry.path = file
     return registry
 
