@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,26 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CHATBOT_REGISTRY", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a PostgreSQL server started on loopback for this test run (see tests/postgres.py)."""
+    from postgres import postgres_server
+
+    with postgres_server() as url:
+        if url is None:
+            if os.environ.get("CHATBOT_REQUIRE_POSTGRES"):
+                pytest.fail("PostgreSQL is required ($CHATBOT_REQUIRE_POSTGRES) but initdb/pg_ctl were not found: apt-get install postgresql")
+            pytest.skip("PostgreSQL not installed (apt-get install postgresql)")
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: an SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.db'}"
+    from postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_url"), f"t_{uuid.uuid4().hex[:12]}")

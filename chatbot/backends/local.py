@@ -106,6 +106,11 @@ class LocalBackend:
             names[path] = name
         return model, self._tokenizers[base], names[path]
 
+    def preload(self, base: str, adapter: str | None = None) -> None:
+        """Load *base* (and *adapter*) now rather than on the first request."""
+        with self._lock:
+            self._model(base, adapter)
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         yield from self._generate(request, stats={})
 
