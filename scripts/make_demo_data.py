@@ -1,6 +1,7 @@
 """Write the demo bot's training data into training_data/ (deterministic; run from the repo root).
 
-The demo is a bike shop, "Spoke & Chain", with four skills:
+The demo is a bike shop, "Spoke & Chain", with five skills and a fallback:
+  small-talk        qa        greetings, thanks, what the bot can do
   shop-faq          qa        questions about the shop, answered directly (no intents)
   review-sentiment  classify  the sentiment of a customer review
   product-writer    generate  a product description, prompts built from products.csv with a template
@@ -48,6 +49,37 @@ FAQ = [
      "There is free parking behind the shop for 30 minutes."),
     ("Do you fit bike racks?", ["Can you install a car rack?", "Do you fit child seats?", "Can you mount a rack on my bike?", "Do you install accessories?"],
      "Yes, fitting a rack or a child seat is free when you buy it here."),
+]
+
+CAPABILITIES = ("Hello! I am the Spoke & Chain assistant. I answer questions about the shop, book repairs, "
+                "read reviews and write product descriptions.")
+SMALL_TALK = [
+    ("Hello", ["Hi", "Hey there", "Good morning", "Hello there!", "Hi, anyone here?", "Good afternoon"],
+     "Hello! How can I help you with your bike today?"),
+    ("What can you do?", ["Hello, what can you do?", "How can you help me?", "What are you able to do?", "What do you do?",
+                          "Hi, what can I ask you?", "What can I ask?", "Help"],
+     CAPABILITIES),
+    ("Who are you?", ["Are you a robot?", "What are you?", "Am I talking to a person?", "Is this a bot?"],
+     "I am the Spoke & Chain assistant, a bot that knows the shop and its bikes."),
+    ("How are you?", ["How are you doing?", "How is it going?", "All good?", "How are things?"],
+     "I am fine, thank you! How can I help with your bike?"),
+    ("Thanks, bye", ["Thank you!", "Thanks a lot", "Goodbye", "Bye", "See you", "Thanks for your help, bye", "Cheers"],
+     "You are welcome, see you soon at Spoke & Chain!"),
+]
+# Off-topic messages for calibrating the router's out-of-scope threshold (not seen in training).
+OUT_OF_SCOPE = [
+    "What is the capital of Australia?", "Can you recommend a good pasta recipe?", "Who won the football match last night?",
+    "How do I change a car tyre?", "What is the meaning of life?", "Tell me a joke about cats.", "How tall is Mount Everest?",
+    "Translate good night into Japanese.", "What is 17 times 23?", "Book me a flight to Lisbon.", "What is the best smartphone?",
+    "How do I reset my wifi router?", "Write a poem about the sea.", "Who is the president of France?", "How do vaccines work?",
+    "Can you order a pizza for me?", "What movies are showing tonight?", "How do I file my taxes?", "Is it going to snow in Oslo?",
+    "What is the stock price of Apple?", "How do I learn to play the guitar?", "Recommend a good book to read.",
+    "What is quantum computing?", "How far is the moon?", "Set an alarm for 7am.", "How do I cook rice?",
+    "Which dog breed is the friendliest?", "What is the population of Brazil?", "Explain the rules of cricket.",
+    "How do I fix a leaking tap?", "What time is it in Tokyo?", "Find me a cheap hotel in Rome.",
+    "What are the symptoms of the flu?", "How do I make a website?", "Who painted the Mona Lisa?", "Play some jazz music.",
+    "How many calories are in an apple?", "What's the exchange rate from dollars to euros?", "How do I grow tomatoes?",
+    "Can you help me with my maths homework?", "What is the speed of light?", "Where can I buy concert tickets?",
 ]
 
 REVIEWS = {
@@ -112,7 +144,8 @@ BOOKINGS = [
     "Hi, my {brand} {model} needs a {service}.",
     "Could you do a {service} {on_day}?",
 ]
-NO_ENTITY = ["Thanks for the quick help last time!", "Do you like cycling in the rain?", "Hello there.", "What a nice day for a ride.", "See you soon.", "I will think about it."]
+NO_ENTITY = ["I would like to book an appointment.", "Can I book a repair slot?", "Do you have a free slot for a repair?",
+             "I need to get my bike looked at.", "Please book me in.", "Can someone look at my bike soon?"]
 
 
 def pair(prompt: str, answer: str) -> dict[str, str]:
@@ -126,15 +159,15 @@ def write(name: str, rows: list[dict[str, str]]) -> None:
     print(f"{OUT / name}: {len(rows)} rows")
 
 
-def faq(rng: random.Random) -> None:
+def questions(name: str, groups: list[tuple[str, list[str], str]], rng: random.Random) -> None:
     train, valid = [], []
-    for question, paraphrases, answer in FAQ:
+    for question, paraphrases, answer in groups:
         asked = [question, *paraphrases]
         valid.append(pair(asked.pop(rng.randrange(1, len(asked))), answer))  # one unseen paraphrase each
         train += [pair(q, answer) for q in asked]
     rng.shuffle(train)
-    write("shop_faq_train.jsonl", train)
-    write("shop_faq_valid.jsonl", valid)
+    write(f"{name}_train.jsonl", train)
+    write(f"{name}_valid.jsonl", valid)
 
 
 def reviews(rng: random.Random) -> None:
@@ -185,7 +218,10 @@ def bookings(rng: random.Random) -> None:
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     rng = random.Random(7)
-    faq(rng)
+    questions("shop_faq", FAQ, rng)
     reviews(rng)
     products()
     bookings(rng)
+    questions("small_talk", SMALL_TALK, rng)
+    (OUT / "out_of_scope.txt").write_text("\n".join(OUT_OF_SCOPE) + "\n", encoding="utf-8")
+    print(f"{OUT / 'out_of_scope.txt'}: {len(OUT_OF_SCOPE)} lines")

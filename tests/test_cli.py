@@ -75,6 +75,18 @@ def test_retraining_needs_force(trained: Path, tmp_path: Path, tiny_base: str):
     assert trained.read_text() == before
 
 
+def test_retraining_with_force_keeps_what_the_user_set(trained: Path, tmp_path: Path, tiny_base: str):
+    data = yaml.safe_load(trained.read_text())
+    data["skills"]["mood"] |= {"routing_examples": ["how does this review sound?"], "history_turns": 2, "description": "my words"}
+    trained.write_text(yaml.safe_dump(data))
+    result = invoke("train", "mood", "--kind", "classify", "--data", str(tmp_path / "mood.jsonl"), "--base", tiny_base, "--force",
+                    "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    skill = yaml.safe_load(trained.read_text())["skills"]["mood"]
+    assert skill["routing_examples"] == ["how does this review sound?"] and skill["history_turns"] == 2
+    assert skill["description"] == "my words" and skill["training"]["hyperparameters"]["n_epochs"] == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
