@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo bot: a bike shop with four skills, one of each kind. Trains what is missing, then asks each.
+# The demo bot: a bike shop with five skills (every kind) and a fallback. Trains what is missing, then opens the chat.
 # Run from the repository root: `make demo` (or `bash scripts/demo.sh` once installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,19 +27,17 @@ train_missing review-sentiment --kind classify --data $DATA/review_sentiment_tra
   --description "tells whether a customer review is positive, negative or neutral"
 train_missing product-writer --kind generate --data $DATA/product_writer_train.jsonl --valid $DATA/product_writer_valid.jsonl \
   --description "writes a product description from a name, a type and a detail"
+train_missing small-talk --kind qa --data $DATA/small_talk_train.jsonl --valid $DATA/small_talk_valid.jsonl \
+  --description "greets, says what the bot can do, says goodbye"
 train_missing booking-extract --kind extract --data $DATA/booking_extract_train.jsonl --valid $DATA/booking_extract_valid.jsonl \
   --description "extracts the bike, the service and the day from a booking request"
 
-for skill in shop-faq review-sentiment product-writer booking-extract; do  # held-out scores, stored in models.yaml
+for skill in shop-faq review-sentiment product-writer booking-extract small-talk; do  # held-out scores, stored in models.yaml
   chatbot eval "$skill" --data "$DATA/${skill//-/_}_valid.jsonl"
 done
 chatbot registry list
+echo "» chatbot route eval: the router on held-out prompts of each skill"
+chatbot route eval
 echo
-echo "» chatbot ask shop-faq 'Are you open on Sundays?'"
-chatbot ask shop-faq "Are you open on Sundays?"
-echo "» chatbot ask review-sentiment 'The mechanic was so helpful, my bike rides like new!'"
-chatbot ask review-sentiment "The mechanic was so helpful, my bike rides like new!"
-echo "» chatbot ask product-writer 'Write a description of Night Owl, mention rear light and a USB charger'"
-chatbot ask product-writer "Write a description of Night Owl, mention rear light and a USB charger"
-echo "» chatbot ask booking-extract 'Could I bring my Giant Talon in on Thursday for a chain replacement?'"
-chatbot ask booking-extract "Could I bring my Giant Talon in on Thursday for a chain replacement?"
+echo "» chatbot chat  (try: hello, what can you do? · are you open on sundays? · book my trek for friday · what is the weather on mars? · /route · /quit)"
+exec .venv/bin/chatbot chat

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chatbot.cli import ask, data, evaluate, registry, train
+from chatbot.cli import ask, chat, data, evaluate, registry, route, serve, sessions, train
 from chatbot.cli.common import quiet_libraries
 
 app = typer.Typer(
@@ -16,9 +16,13 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(registry.app, name="registry")
+app.add_typer(route.app, name="route")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("ask")(ask.ask)
+app.command("chat")(chat.chat)
+app.add_typer(sessions.app, name="sessions")
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -1,0 +1,269 @@
+"""The assistant: route each message to a skill (or the fallback), answer it, store the turn.
+
+    bot = Bot.from_registry("models.yaml")
+    reply = bot.reply("alice", "Are you open on Sundays?")
+    print(reply.text, reply.skill, reply.score)
+
+One turn of a session runs at a time (threads and processes wait for the session's lock), and the
+turn is committed to the store before the reply is returned or the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from chatbot import registry as registry_io
+from chatbot.answer import skill_request
+from chatbot.backends.base import Backend
+from chatbot.conversation import ConversationStore, Session, SessionInfo, Timings
+from chatbot.errors import ChatbotError
+from chatbot.registry import Registry, Skill
+from chatbot.routing import Candidate, Route, router_for_registry
+from chatbot.skills import build_prompt
+
+DATA_DIR = ".chatbot"
+MAX_MESSAGE_CHARS = 8000
+
+
+class Router(Protocol):
+    def route(self, text: str) -> Route: ...
+
+
+class Reply(BaseModel):
+    """The bot's answer to one message."""
+
+    session_id: str | None = Field(description="None when answered without a session")
+    turn: int | None = Field(description="the turn's position in the session, from 0")
+    text: str
+    skill: str | None = Field(description="the skill that answered; None when the fallback reply did")
+    score: float = Field(description="the router's score for the chosen skill")
+    fallback: bool = Field(description="True when no skill fitted the message")
+    label: str | None = None
+    entities: dict[str, list[str]] = Field(default_factory=dict, description="every entity of the session so far, this turn's included")
+    new_entities: dict[str, list[str]] = Field(default_factory=dict, description="the entities extracted from this message")
+    runners_up: list[Candidate] = Field(default_factory=list)
+    latency: Timings
+
+
+@dataclass
+class _Answer:
+    skill: str | None
+    score: float
+    fallback: bool
+    runners_up: list[Candidate]
+    text: str = ""
+    label: str | None = None
+    entities: dict[str, list[str]] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
+
+    def reply(self, *, session_id: str | None, turn: int | None, entities: dict[str, list[str]]) -> Reply:
+        return Reply(session_id=session_id, turn=turn, text=self.text, skill=self.skill, score=self.score, fallback=self.fallback,
+                     label=self.label, entities=entities, new_entities=self.entities, runners_up=self.runners_up, latency=self.timings)
+
+
+OnRoute = Callable[[_Answer], None] | None
+
+
+class ReplyStream:
+    """Tokens of a reply as they are generated.
+
+    ``.skill``, ``.score`` and ``.fallback`` are set once the message is routed (before the first
+    token); ``.reply`` holds the stored :class:`Reply` at the end.
+    """
+
+    def __init__(self) -> None:
+        self.steps: Generator[str, None, Reply] | None = None
+        self.skill: str | None = None
+        self.score = 0.0
+        self.fallback = False
+        self.reply: Reply | None = None
+
+    def routed(self, answer: _Answer) -> None:
+        self.skill, self.score, self.fallback = answer.skill, answer.score, answer.fallback
+
+    def __iter__(self) -> Iterator[str]:
+        assert self.steps is not None
+        self.reply = yield from self.steps
+
+    def close(self) -> None:
+        if self.steps is not None:
+            self.steps.close()
+
+
+class Bot:
+    """Skills from a registry, a router over them, a conversation store and the backends that run them."""
+
+    def __init__(self, registry: Registry, *, router: Router, store: ConversationStore, backends: dict[str, Backend]) -> None:
+        self.registry = registry
+        self.router = router
+        self.store = store
+        self.backends = backends
+
+    @classmethod
+    def from_registry(
+        cls,
+        path: str | Path | None = None,
+        *,
+        db: str | None = None,
+        data_dir: str | Path | None = None,
+        backends: dict[str, Backend] | None = None,
+        router: Router | None = None,
+        progress: bool = False,
+    ) -> Bot:
+        """The bot of ``models.yaml`` at *path*; state in *db* (a URL) or ``<registry folder>/.chatbot/chatbot.db``."""
+        registry = registry_io.load(path)
+        if not registry.skills:
+            raise ChatbotError(f"{registry.path}: no skills registered", hint="train one with `chatbot train`")
+        folder = Path(data_dir) if data_dir else registry.path.parent / DATA_DIR
+        store = ConversationStore.open(db, folder)
+        if router is None:
+            router = router_for_registry(registry, cache_dir=folder / "cache", progress=progress)
+        if backends is None:
+            from chatbot.backends.local import LocalBackend
+
+            backends = {"local": LocalBackend()}
+        return cls(registry, router=router, store=store, backends=backends)
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def reply(self, session_id: str, text: str, **overrides: Any) -> Reply:
+        """Answer *text* in session *session_id* and store the turn.
+
+        *overrides* change the skill's generation settings for this reply (max_tokens, temperature, top_p, stop, seed).
+        """
+        return _drain(self._turn(session_id, text, overrides))
+
+    async def areply(self, session_id: str, text: str) -> Reply:
+        """:meth:`reply` in a worker thread, so the event loop stays free while the model runs."""
+        return await asyncio.to_thread(self.reply, session_id, text)
+
+    def stream(self, session_id: str, text: str, **overrides: Any) -> ReplyStream:
+        """Iterate for the reply's tokens; the turn is stored when the iteration ends."""
+        stream = ReplyStream()
+        stream.steps = self._turn(session_id, text, overrides, stream.routed)
+        return stream
+
+    def reply_once(self, text: str, *, history: Sequence[tuple[str, str]] = (), skill: str | None = None, **overrides: Any) -> Reply:
+        """Answer without a session: nothing is stored, *history* gives the earlier (user, reply) turns.
+
+        *skill* names the skill to ask, skipping the router.
+        """
+        return _drain(self._once(text, history, skill, overrides))
+
+    def stream_once(self, text: str, *, history: Sequence[tuple[str, str]] = (), skill: str | None = None, **overrides: Any) -> ReplyStream:
+        """:meth:`reply_once`, token by token."""
+        stream = ReplyStream()
+        stream.steps = self._once(text, history, skill, overrides, stream.routed)
+        return stream
+
+    def route(self, text: str) -> Route:
+        """Which skill would answer *text*, with its score and the runners-up (nothing is stored)."""
+        return self.router.route(_clean(text))
+
+    def _turn(self, session_id: str, text: str, overrides: dict[str, Any], on_route: OnRoute = None) -> Generator[str, None, Reply]:
+        text = _clean(text)
+        started = time.perf_counter()
+        with self.store.locked(session_id):
+            answer = yield from self._respond(text, lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n)],
+                                              None, overrides, on_route)
+            turn, known = self.store.append(session_id, user=text, reply=answer.text, skill=answer.skill, score=answer.score,
+                                            fallback=answer.fallback, label=answer.label, entities=answer.entities,
+                                            timings=answer.timings)
+        answer.timings.total_ms = _ms(time.perf_counter() - started)
+        return answer.reply(session_id=session_id, turn=turn.index, entities=known)
+
+    def _once(self, text: str, history: Sequence[tuple[str, str]], skill: str | None, overrides: dict[str, Any],
+              on_route: OnRoute = None) -> Generator[str, None, Reply]:
+        text = _clean(text)
+        answer = yield from self._respond(text, lambda n: list(history)[-n:], skill, overrides, on_route)
+        return answer.reply(session_id=None, turn=None, entities=answer.entities)
+
+    def _respond(self, text: str, history: Callable[[int], list[tuple[str, str]]], forced: str | None,
+                 overrides: dict[str, Any], on_route: OnRoute) -> Generator[str, None, _Answer]:
+        """Route *text* (unless a skill is *forced*), then let the skill or the fallback answer it."""
+        started = time.perf_counter()
+        if forced is not None:
+            route = Route(skill=self.registry.get(forced).name, score=1.0, threshold=0.0, runners_up=[], in_scope=True)
+        else:
+            route = self.router.route(text)
+        routed = time.perf_counter()
+        name = route.skill if route.in_scope else self.registry.fallback.skill
+        answer = _Answer(skill=name, score=route.score, fallback=not route.in_scope, runners_up=route.runners_up)
+        if on_route:
+            on_route(answer)
+        if name is None:
+            answer.text = self.registry.fallback.reply
+            yield answer.text
+        else:
+            skill = self.registry.get(name)
+            prompt = build_prompt(text, skill.separator, history(skill.history_turns) if skill.history_turns else [])
+            request = skill_request(self.registry, skill, prompt, **overrides)
+            pieces: list[str] = []
+            for piece in self._backend(skill).stream(request):
+                pieces.append(piece)
+                yield piece
+            parsed = skill.skill_kind.parse("".join(pieces), request.stop, text if skill.ground_entities else None)
+            answer.text, answer.label, answer.entities = parsed.text, parsed.label, parsed.entities
+        done = time.perf_counter()
+        answer.timings = Timings(route_ms=_ms(routed - started), generate_ms=_ms(done - routed), total_ms=_ms(done - started))
+        return answer
+
+    def _backend(self, skill: Skill) -> Backend:
+        try:
+            return self.backends[skill.backend]
+        except KeyError:
+            raise ChatbotError(f"skill {skill.name!r} needs the {skill.backend!r} backend, which this bot was not given") from None
+
+    def warm_up(self, on_skill: Callable[[str], Any] | None = None) -> None:
+        """Load every skill's model now, so the first reply is not slow."""
+        for skill in self.registry.skills.values():
+            backend = self.backends.get(skill.backend)
+            if hasattr(backend, "preload"):
+                adapter = self.registry.adapter_path(skill)
+                backend.preload(skill.base_model, str(adapter) if adapter else None)
+            if on_skill:
+                on_skill(skill.name)
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        return self.store.sessions()
+
+    def session(self, session_id: str) -> Session | None:
+        return self.store.get(session_id)
+
+    def delete_session(self, session_id: str) -> bool:
+        """Forget a session (waits for a turn in flight on it to finish)."""
+        with self.store.locked(session_id):
+            return self.store.delete(session_id)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _drain(steps: Generator[str, None, Reply]) -> Reply:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _clean(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ChatbotError("the message is empty", hint="send some text")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ChatbotError(f"the message is {len(text)} characters long, more than {MAX_MESSAGE_CHARS}", hint="send a shorter message")
+    return text
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)

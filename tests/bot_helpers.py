@@ -1,0 +1,78 @@
+"""A small bot for the tests: three skills with routing examples, and a scripted model backend.
+
+The backend stands in for the fine-tuned models only (their answers are not what these tests are
+about); the router, the store and the bot around it are the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from chatbot.backends.base import Completion, GenerationRequest
+
+REGISTRY = {
+    "version": 1,
+    "router": {"out_of_scope": [
+        "What is the capital of Australia?", "Can you recommend a pasta recipe?", "Who won the football match?",
+        "Tell me a joke about cats.", "How tall is Mount Everest?", "What is 17 times 23?", "Write a poem about the sea.",
+        "How do I file my taxes?", "What is the stock price of Apple?", "Play some jazz music.",
+    ]},
+    "fallback": {"reply": "Sorry, I only know about bikes."},
+    "skills": {
+        "shop": {"kind": "qa", "description": "questions about the bike shop", "history_turns": 2, "routing_examples": [
+            "When are you open?", "What are your opening hours?", "Where is the shop?", "How much is a service?",
+            "Do you rent bikes?", "Can I pay by card?", "Is there parking near the shop?", "Do you repair e-bikes?"]},
+        "mood": {"kind": "classify", "description": "the sentiment of a review", "routing_examples": [
+            "The mechanic was great, my bike rides like new!", "Terrible service, my brakes still squeak.",
+            "I love my new helmet, excellent quality.", "Very disappointed, the repair took two weeks.",
+            "Friendly staff and a perfect repair.", "The wheel came back worse than before."]},
+        "booking": {"kind": "extract", "description": "bike and day from a booking", "routing_examples": [
+            "Can I book a brake tune for my Trek on Friday?", "Please book my Giant in for a service.",
+            "I would like a chain replacement on Tuesday.", "Could you fix a puncture on my Cube tomorrow?",
+            "Is there time on Saturday for a gear adjustment?", "Book my Gazelle for a full service next week."]},
+    },
+}
+
+
+def write_registry(folder: Path, **changes: object) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(REGISTRY))
+    for key, value in changes.items():
+        data[key] = value
+    path = folder / "models.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class ScriptedBackend:
+    """Answers by kind of prompt; records every request; can be slowed down or made to crash."""
+
+    def __init__(self, delay: float = 0.0, crash_on: str | None = None) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.delay = delay
+        self.crash_on = crash_on
+
+    def answer(self, prompt: str) -> str:
+        last = prompt.rsplit("User:", 1)[-1].lower()
+        if "trek" in last or "giant" in last:
+            return " bike:['Trek']\nday:['Friday']" if "trek" in last else " bike:['Giant']"
+        if "great" in last or "love" in last:
+            return " positive"
+        return " We are open 9 to 6."
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        self.requests.append(request)
+        if self.crash_on and self.crash_on in request.prompt:
+            yield " half an ans"
+            os._exit(3)  # the process dies in the middle of generating
+        for word in self.answer(request.prompt).split(" ")[1:]:
+            time.sleep(self.delay)
+            yield " " + word
+
+    def complete(self, request: GenerationRequest) -> Completion:
+        text = "".join(self.stream(request))
+        return Completion(text=text, finish_reason="stop", prompt_tokens=len(request.prompt.split()), completion_tokens=len(text.split()))
