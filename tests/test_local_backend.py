@@ -68,3 +68,18 @@ def test_missing_adapter_is_a_clear_error(adapters, tmp_path: Path):
     base, _, _ = adapters
     with pytest.raises(ChatbotError, match="adapter_config.json missing"):
         LocalBackend().complete(request(base, str(tmp_path)))
+
+
+def test_logprobs_cover_the_answer_and_rank_alternatives(tiny_base: str) -> None:
+    from chatbot.backends.base import GenerationRequest
+    from chatbot.backends.local import LocalBackend
+
+    backend = LocalBackend("cpu")
+    done = backend.complete(GenerationRequest(prompt="hello world", base_model=tiny_base, max_tokens=6, logprobs=3))
+    lp = done.logprobs
+    assert lp is not None and "".join(lp.tokens).startswith(done.text[: len("".join(lp.tokens))])
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) > 0
+    assert all(p <= 0 for p in lp.token_logprobs) and all(len(top) <= 3 for top in lp.top_logprobs)
+    assert lp.token_logprobs[0] == pytest.approx(max(lp.top_logprobs[0].values()))  # greedy: the best token was chosen
+    assert backend.count_tokens(tiny_base, "hello world") >= 2
+    assert backend.complete(GenerationRequest(prompt="hello", base_model=tiny_base, max_tokens=2)).logprobs is None

@@ -19,6 +19,16 @@ class GenerationRequest(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20, description="also return each token's log-probability and this many alternatives")
+
+
+class TokenLogprobs(BaseModel):
+    """Log-probabilities of a completion's tokens, in the legacy completions API's shape."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
 
 
 class Completion(BaseModel):
@@ -26,6 +36,7 @@ class Completion(BaseModel):
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int
+    logprobs: TokenLogprobs | None = None
 
 
 class Backend(Protocol):

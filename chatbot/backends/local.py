@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chatbot.backends.base import Completion, GenerationRequest
+from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
 from chatbot.errors import ChatbotError
 
 
@@ -61,6 +61,29 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
         sorted_probs = sorted_probs * keep
         probs = torch.zeros_like(probs).scatter(-1, index, sorted_probs)
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+def _token_logprobs(logits: Any, token: int, top: int, tokenizer: Any) -> tuple[str, float, dict[str, float]]:
+    """The chosen token's text and log-probability, and the *top* most likely tokens'."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = torch.topk(logprobs, top).indices.tolist() if top else []
+    return (tokenizer.decode([token]), float(logprobs[token]), {tokenizer.decode([i]): float(logprobs[i]) for i in best})
+
+
+def _logprobs_of(scored: list[tuple[str, float, dict[str, float]]], length: int) -> TokenLogprobs:
+    """The scored tokens that make up the first *length* characters of the answer (the stop sequence cut off)."""
+    result, offset = TokenLogprobs(), 0
+    for text, logprob, top in scored:
+        if offset >= length:
+            break
+        result.tokens.append(text)
+        result.token_logprobs.append(logprob)
+        result.top_logprobs.append(top)
+        result.text_offset.append(offset)
+        offset += len(text)
+    return result
 
 
 class LocalBackend:
@@ -119,6 +142,11 @@ class LocalBackend:
         text = "".join(self._generate(request, stats))
         return Completion(text=text, **stats)
 
+    def count_tokens(self, base: str, text: str) -> int:
+        with self._lock:
+            _, tokenizer, _ = self._model(base, None)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _generate(self, request: GenerationRequest, stats: dict[str, Any]) -> Iterator[str]:
         import contextlib
 
@@ -135,6 +163,7 @@ class LocalBackend:
             prompt_ids = tokenizer(request.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
             matcher = StopMatcher(request.stop)
             generated: list[int] = []
+            scored: list[tuple[str, float, dict[str, float]]] = []
             finish = "length"
             with context, torch.inference_mode():
                 past, inputs = None, prompt_ids
@@ -142,6 +171,8 @@ class LocalBackend:
                     out = model(input_ids=inputs, past_key_values=past, use_cache=True)
                     past = out.past_key_values
                     token = _sample(out.logits[0, -1], request.temperature, request.top_p, generator)
+                    if request.logprobs is not None:
+                        scored.append(_token_logprobs(out.logits[0, -1], token, request.logprobs, tokenizer))
                     if token == tokenizer.eos_token_id:
                         finish = "stop"
                         break
@@ -158,3 +189,5 @@ class LocalBackend:
                 if rest:
                     yield rest
             stats.update(finish_reason=finish, prompt_tokens=int(prompt_ids.shape[1]), completion_tokens=len(generated))
+            if request.logprobs is not None:
+                stats["logprobs"] = _logprobs_of(scored, matcher.shown)

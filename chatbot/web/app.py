@@ -1,0 +1,76 @@
+"""The web app: ``create_app(bot)`` returns an ASGI app to serve alone or mount in your own.
+
+    from fastapi import FastAPI
+    from chatbot.bot import Bot
+    from chatbot.web import create_app
+
+    app = FastAPI()
+    app.mount("/bot", create_app(Bot.from_registry("models.yaml")))
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from types import SimpleNamespace
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from chatbot.bot import Bot
+from chatbot.web import errors, openai_api, rest_api
+
+
+def create_app(bot: Bot, *, warm_up: bool = True, workers: int = 32) -> FastAPI:
+    """An app serving *bot*; with *warm_up* the skills' models load in the background (``/readyz`` says when)."""
+    state = SimpleNamespace(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"),
+                            started=int(time.time()), ready=threading.Event(), failure=None)
+
+    def load() -> None:
+        try:
+            bot.warm_up()
+            state.ready.set()
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz
+            state.failure = f"{type(exc).__name__}: {exc}"
+
+    # Started here rather than in the lifespan: a mounted app's lifespan never runs.
+    if warm_up:
+        threading.Thread(target=load, name="chatbot-warm-up", daemon=True).start()
+    else:
+        state.ready.set()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202
+        yield
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="chatbot", summary="A bot of fine-tuned skills: OpenAI-compatible and REST APIs, and a chat page.",
+                  lifespan=lifespan)
+    app.state.chatbot = state
+    app.state.bot = bot
+    errors.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Any:
+        """The skills' models are loaded (503 until then)."""
+        if state.ready.is_set():
+            return {"status": "ready", "skills": list(bot.registry.skills)}
+        body = {"status": "failed" if state.failure else "loading", "error": state.failure}
+        return JSONResponse(body, status_code=503)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files("chatbot.web").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    app.include_router(openai_api.build_router(bot, state))
+    app.include_router(rest_api.build_router(bot, state))
+    return app
