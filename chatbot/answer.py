@@ -15,7 +15,7 @@ def skill_request(registry: Registry, skill: Skill, prompt: str, *, use_adapter:
     settings = skill.generation.model_dump() | {"stop": list(skill.stop)}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     adapter = registry.adapter_path(skill) if use_adapter else None
-    return GenerationRequest(prompt=prompt, base_model=skill.base_model, adapter=str(adapter) if adapter else None, **settings)
+    return GenerationRequest(prompt=prompt, base_model=skill.model_id, adapter=str(adapter) if adapter else None, skill=skill.name, **settings)
 
 
 def ask(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from chatbot import registry as registry_io
 from chatbot.answer import skill_request
 from chatbot.backends.base import Backend
+from chatbot.backends.pool import BackendPool
 from chatbot.conversation import ConversationStore, Session, SessionInfo, Timings
 from chatbot.errors import ChatbotError
 from chatbot.registry import Registry, Skill
@@ -100,11 +101,11 @@ class ReplyStream:
 class Bot:
     """Skills from a registry, a router over them, a conversation store and the backends that run them."""
 
-    def __init__(self, registry: Registry, *, router: Router, store: ConversationStore, backends: dict[str, Backend]) -> None:
+    def __init__(self, registry: Registry, *, router: Router, store: ConversationStore, backends: BackendPool | None = None) -> None:
         self.registry = registry
         self.router = router
         self.store = store
-        self.backends = backends
+        self.backends = backends or BackendPool()
 
     @classmethod
     def from_registry(
@@ -113,11 +114,14 @@ class Bot:
         *,
         db: str | None = None,
         data_dir: str | Path | None = None,
-        backends: dict[str, Backend] | None = None,
+        backends: Mapping[str, Backend] | None = None,
         router: Router | None = None,
         progress: bool = False,
     ) -> Bot:
-        """The bot of ``models.yaml`` at *path*; state in *db* (a URL) or ``<registry folder>/.chatbot/chatbot.db``."""
+        """The bot of ``models.yaml`` at *path*; state in *db* (a URL) or ``<registry folder>/.chatbot/chatbot.db``.
+
+        *backends* replace the backend of a kind (``{"local": LocalBackend("cuda")}``); others are made as needed.
+        """
         registry = registry_io.load(path)
         if not registry.skills:
             raise ChatbotError(f"{registry.path}: no skills registered", hint="train one with `chatbot train`")
@@ -125,11 +129,7 @@ class Bot:
         store = ConversationStore.open(db, folder)
         if router is None:
             router = router_for_registry(registry, cache_dir=folder / "cache", progress=progress)
-        if backends is None:
-            from chatbot.backends.local import LocalBackend
-
-            backends = {"local": LocalBackend()}
-        return cls(registry, router=router, store=store, backends=backends)
+        return cls(registry, router=router, store=store, backends=BackendPool(backends))
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ class Bot:
             prompt = build_prompt(text, skill.separator, history(skill.history_turns) if skill.history_turns else [])
             request = skill_request(self.registry, skill, prompt, **overrides)
             pieces: list[str] = []
-            for piece in self._backend(skill).stream(request):
+            for piece in self.backend_for(skill).stream(request):
                 pieces.append(piece)
                 yield piece
             parsed = skill.skill_kind.parse("".join(pieces), request.stop, text if skill.ground_entities else None)
@@ -215,16 +215,13 @@ class Bot:
         answer.timings = Timings(route_ms=_ms(routed - started), generate_ms=_ms(done - routed), total_ms=_ms(done - started))
         return answer
 
-    def _backend(self, skill: Skill) -> Backend:
-        try:
-            return self.backends[skill.backend]
-        except KeyError:
-            raise ChatbotError(f"skill {skill.name!r} needs the {skill.backend!r} backend, which this bot was not given") from None
+    def backend_for(self, skill: Skill) -> Backend:
+        return self.backends.for_skill(skill)
 
     def warm_up(self, on_skill: Callable[[str], Any] | None = None) -> None:
         """Load every skill's model now, so the first reply is not slow."""
         for skill in self.registry.skills.values():
-            backend = self.backends.get(skill.backend)
+            backend = self.backend_for(skill)
             if hasattr(backend, "preload"):
                 adapter = self.registry.adapter_path(skill)
                 backend.preload(skill.base_model, str(adapter) if adapter else None)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KINDS
@@ -59,9 +59,13 @@ class Skill(BaseModel):
     name: str
     kind: SkillKindName
     description: str = ""
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "openai"] = Field(default="local", description="local: transformers + peft here; openai: the openai SDK against a server")
     base_model: str = DEFAULT_BASE
     adapter: str | None = Field(default=None, description="peft adapter folder, relative to the registry file")
+    model: str | None = Field(default=None, description="openai: the (fine-tuned) model id on the server")
+    base_url: str | None = Field(default=None, description="openai: the server's /v1 URL (default: OpenAI's)")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: the environment variable holding the API key")
+    api: Literal["completions", "chat"] = Field(default="completions", description="openai: legacy completions (prompt + separator) or chat completions")
     separator: str = DEFAULT_SEPARATOR
     stop: list[str] = Field(default_factory=lambda: [DEFAULT_STOP])
     generation: Generation = Field(default_factory=Generation)
@@ -76,6 +80,17 @@ class Skill(BaseModel):
         if not _NAME.match(value):
             raise ValueError("use letters, digits, '-', '_' or '.', at most 64 characters")
         return value
+
+    @model_validator(mode="after")
+    def _hosted_needs_a_model(self) -> Skill:
+        if self.backend == "openai" and not self.model:
+            raise ValueError("a skill with backend: openai needs `model:` (the model id on the server)")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """The model a request names: the hosted model id, or the local base model."""
+        return self.model if self.backend == "openai" and self.model else self.base_model
 
     @property
     def skill_kind(self):  # noqa: ANN201 - chatbot.skills.SkillKind

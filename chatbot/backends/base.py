@@ -20,6 +20,7 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20, description="also return each token's log-probability and this many alternatives")
+    skill: str | None = Field(default=None, description="the skill asking, for error messages")
 
 
 class TokenLogprobs(BaseModel):

@@ -27,13 +27,13 @@ def ask(
     """
     from chatbot import registry as registry_io
     from chatbot.answer import ask as ask_skill
-    from chatbot.backends.local import LocalBackend
+    from chatbot.backends.pool import BackendPool
 
     reg = registry_io.load(registry)
-    reg.get(name)
+    skill = reg.get(name)
     stops = [decode_escapes(s, "--stop") for s in stop] if stop else None
     on_token = None if as_json else (lambda piece: console.out(piece, end="", highlight=False))
-    completion, parsed = ask_skill(reg, name, text, LocalBackend(), on_token=on_token,
+    completion, parsed = ask_skill(reg, name, text, BackendPool().for_skill(skill), on_token=on_token,
                                    max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stops)
     if as_json:
         console.out(json.dumps({"skill": name, "completion": completion} | parsed.model_dump(), ensure_ascii=False))

@@ -163,7 +163,7 @@ def _command(bot: Bot, session_id: str, line: str, *, plain: bool) -> tuple[str,
         _show(table, [f"{s.name} ({s.kind}): {s.description}" for s in bot.registry.skills.values()], plain)
     elif name == "/history":
         turns = bot.store.history(session_id)
-        rows = [f"{t.index + 1}. you: {t.user} | bot [{t.skill or 'fallback'}]: {t.reply}" for t in turns]
+        rows = [_one_line(f"{t.index + 1}. you: {t.user} | bot [{t.skill or 'fallback'}]: {t.reply}") for t in turns]
         table = Table("#", "you", "bot", "skill")
         for t in turns:
             table.add_row(str(t.index + 1), t.user, t.reply, t.skill or "fallback")
@@ -176,10 +176,10 @@ def _command(bot: Bot, session_id: str, line: str, *, plain: bool) -> tuple[str,
         route = bot.route(text)
         verdict = route.skill if route.in_scope else f"out of scope → {bot.registry.fallback.skill or 'fallback reply'}"
         rows = [f"{c.skill}: {c.score:.3f}" for c in route.runners_up]
-        table = Table("candidate", "score", title=f"{text!r} → {verdict} (score {route.score:.3f}, threshold {route.threshold:.3f})")
+        table = Table("runner-up", "score", title=f"{text!r} → {verdict} (score {route.score:.3f}, threshold {route.threshold:.3f})")
         for c in route.runners_up:
             table.add_row(c.skill, f"{c.score:.3f}")
-        _show(table, [f"{verdict} (score {route.score:.3f}, threshold {route.threshold:.3f}); candidates: " + ", ".join(rows)], plain)
+        _show(table, [f"{verdict} (score {route.score:.3f}, threshold {route.threshold:.3f}); runners-up: " + ", ".join(rows)], plain)
     else:
         _say("commands: " + ", ".join(f"{k} ({v})" for k, v in COMMANDS.items()), plain)
     return session_id, False

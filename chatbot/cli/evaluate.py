@@ -59,7 +59,7 @@ def evaluate(
     Example: chatbot eval booking-extract --data training_data/booking_extract_valid.jsonl --baseline
     """
     from chatbot import registry as registry_io
-    from chatbot.backends.local import LocalBackend
+    from chatbot.backends.pool import BackendPool
     from chatbot.data.io import load_examples
     from chatbot.evaluation.evaluate import evaluate_skill
 
@@ -69,7 +69,7 @@ def evaluate(
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console if as_json else console, transient=as_json) as progress:
         task = progress.add_task(f"evaluating {name}", total=total)
-        result = evaluate_skill(reg, name, data, LocalBackend(), baseline=baseline,
+        result = evaluate_skill(reg, name, data, BackendPool().for_skill(skill), baseline=baseline,
                                 on_example=lambda: progress.advance(task))
     if skill.training is not None:
         reg = registry_io.load(reg.path)  # re-read: never overwrite a change made meanwhile

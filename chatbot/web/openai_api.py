@@ -100,10 +100,11 @@ def build_router(bot: Bot, app_state: Any) -> APIRouter:
     executor = app_state.executor
 
     def count(skill_name: str | None, text: str) -> int:
-        backend = bot.backends.get(bot.registry.skills[skill_name].backend) if skill_name in bot.registry.skills else None
+        skill = bot.registry.skills.get(skill_name or "")
+        backend = bot.backend_for(skill) if skill else None
         if backend is None or not hasattr(backend, "count_tokens"):
             return len(text.split())
-        return backend.count_tokens(bot.registry.skills[skill_name].base_model, text)
+        return backend.count_tokens(skill.base_model, text)
 
     @router.get("/models")
     async def list_models() -> dict[str, Any]:
@@ -201,9 +202,7 @@ def build_router(bot: Bot, app_state: Any) -> APIRouter:
         if body.stream and body.logprobs is not None:
             raise APIError(400, "logprobs are not available when streaming", param="logprobs")
         skill = bot.registry.skills[body.model]
-        backend = bot.backends.get(skill.backend)
-        if backend is None:
-            raise APIError(400, f"skill '{skill.name}' needs the '{skill.backend}' backend, which this server does not run", param="model")
+        backend = bot.backend_for(skill)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or not all(prompts):
             raise APIError(400, "prompt: give a non-empty prompt", param="prompt")

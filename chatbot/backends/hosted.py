@@ -1,0 +1,109 @@
+"""The ``openai`` backend: skills answered by OpenAI or any OpenAI-compatible server (vLLM, llama.cpp, Ollama, ours).
+
+A completion-style fine-tune gets the legacy completions call (the prompt ends with the separator,
+generation stops at the stop sequence); a chat model gets one user message. Timeouts, and retries
+with exponential backoff on 408/409/429/5xx and lost connections, come from the openai SDK.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
+from chatbot.errors import ChatbotError
+
+OPENAI_URL = "https://api.openai.com/v1"
+NO_KEY = "unused"  # local servers accept any key; the SDK insists on one
+
+
+class OpenAIBackend:
+    def __init__(self, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", api: Literal["completions", "chat"] = "completions",
+                 timeout: float = 120.0, max_retries: int = 3) -> None:
+        self.base_url = (base_url or OPENAI_URL).rstrip("/")
+        self.api_key_env = api_key_env
+        self.api = api
+        self.timeout, self.max_retries = timeout, max_retries
+        self._client: Any = None
+
+    def client(self, skill: str | None = None) -> Any:
+        """The SDK client; a clear error when OpenAI's own server is used without a key."""
+        if self._client is None:
+            import openai
+
+            key = os.environ.get(self.api_key_env)
+            if not key and self.base_url == OPENAI_URL:
+                raise ChatbotError(f"{_who(skill)}{self.base_url} needs an API key: ${self.api_key_env} is not set",
+                                   hint=f"export {self.api_key_env}=sk-…, or set api_key_env / base_url for the skill in models.yaml")
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=key or NO_KEY, timeout=self.timeout, max_retries=self.max_retries)
+        return self._client
+
+    def _call(self, request: GenerationRequest, stream: bool) -> Any:
+        import openai
+
+        params: dict[str, Any] = {"model": request.base_model, "max_tokens": request.max_tokens, "temperature": request.temperature,
+                                  "top_p": request.top_p, "stream": stream}
+        if request.stop:
+            params["stop"] = request.stop[:4]
+        if request.seed is not None:
+            params["seed"] = request.seed
+        client = self.client(request.skill)
+        try:
+            if self.api == "chat":
+                if request.logprobs is not None:
+                    params |= {"logprobs": True, "top_logprobs": request.logprobs}
+                return client.chat.completions.create(messages=[{"role": "user", "content": request.prompt}], **params)
+            if request.logprobs is not None:
+                params["logprobs"] = request.logprobs
+            return client.completions.create(prompt=request.prompt, **params)
+        except openai.APIConnectionError as exc:
+            raise ChatbotError(f"{_who(request.skill)}cannot reach {self.base_url}: {exc.__cause__ or exc}",
+                               hint="is the server running, and is base_url right?") from None
+        except openai.AuthenticationError:
+            raise ChatbotError(f"{_who(request.skill)}{self.base_url} rejected the API key in ${self.api_key_env}",
+                               hint="check the key") from None
+        except openai.NotFoundError:
+            raise ChatbotError(f"{_who(request.skill)}{self.base_url} has no model {request.base_model!r}",
+                               hint="check `model:` in models.yaml against the server's /v1/models") from None
+        except openai.APIStatusError as exc:
+            raise ChatbotError(f"{_who(request.skill)}{self.base_url} answered {exc.status_code}: {_message(exc)}") from None
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        import openai
+
+        try:
+            for chunk in self._call(request, stream=True):
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                piece = choice.delta.content if self.api == "chat" else choice.text
+                if piece:
+                    yield piece
+        except openai.APIError as exc:  # the stream broke off midway
+            raise ChatbotError(f"{_who(request.skill)}{self.base_url}: the stream failed: {exc}") from None
+
+    def complete(self, request: GenerationRequest) -> Completion:
+        response = self._call(request, stream=False)
+        choice = response.choices[0]
+        usage = response.usage
+        text = choice.message.content or "" if self.api == "chat" else choice.text
+        logprobs = None
+        if self.api == "completions" and choice.logprobs is not None:
+            lp = choice.logprobs
+            logprobs = TokenLogprobs(tokens=lp.tokens or [], token_logprobs=lp.token_logprobs or [], top_logprobs=lp.top_logprobs or [],
+                                     text_offset=lp.text_offset or [])
+        return Completion(text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
+                          prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
+                          logprobs=logprobs)
+
+
+def _who(skill: str | None) -> str:
+    return f"skill {skill!r}: " if skill else ""
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error", {}).get("message") or body)
+    return str(exc)
