@@ -101,11 +101,13 @@ class ReplyStream:
 class Bot:
     """Skills from a registry, a router over them, a conversation store and the backends that run them."""
 
-    def __init__(self, registry: Registry, *, router: Router, store: ConversationStore, backends: BackendPool | None = None) -> None:
+    def __init__(self, registry: Registry, *, router: Router, store: ConversationStore, backends: BackendPool | None = None,
+                 data_dir: Path | None = None) -> None:
         self.registry = registry
         self.router = router
         self.store = store
         self.backends = backends or BackendPool()
+        self.data_dir = data_dir or (registry.path.parent if registry.path else Path.cwd()) / DATA_DIR
 
     @classmethod
     def from_registry(
@@ -129,7 +131,13 @@ class Bot:
         store = ConversationStore.open(db, folder)
         if router is None:
             router = router_for_registry(registry, cache_dir=folder / "cache", progress=progress)
-        return cls(registry, router=router, store=store, backends=BackendPool(backends))
+        return cls(registry, router=router, store=store, backends=BackendPool(backends), data_dir=folder)
+
+    def reload(self) -> None:
+        """Re-read models.yaml and update the router (only new skills' examples are embedded)."""
+        registry = registry_io.load(self.registry.path)
+        router = router_for_registry(registry, cache_dir=self.data_dir / "cache")
+        self.registry, self.router = registry, router
 
     # -- answering -------------------------------------------------------------------------------
 

@@ -25,8 +25,12 @@ from chatbot.bot import Bot
 from chatbot.web import errors, openai_api, rest_api
 
 
-def create_app(bot: Bot, *, warm_up: bool = True, workers: int = 32) -> FastAPI:
-    """An app serving *bot*; with *warm_up* the skills' models load in the background (``/readyz`` says when)."""
+def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32) -> FastAPI:
+    """An app serving *bot*; with *warm_up* the skills' models load in the background (``/readyz`` says when).
+
+    With *fine_tuning*, ``/v1/files`` and ``/v1/fine_tuning/jobs`` train new skills with the local
+    trainer in a background worker; each new model joins the bot as soon as it is trained.
+    """
     state = SimpleNamespace(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"),
                             started=int(time.time()), ready=threading.Event(), failure=None)
 
@@ -43,9 +47,20 @@ def create_app(bot: Bot, *, warm_up: bool = True, workers: int = 32) -> FastAPI:
     else:
         state.ready.set()
 
+    worker = None
+    if fine_tuning and bot.registry.path is not None:
+        from chatbot.finetuning.store import FineTuningStore
+        from chatbot.finetuning.worker import JobWorker
+
+        jobs = FineTuningStore(bot.store.url, bot.data_dir)
+        worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload())
+        worker.start()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
         yield
+        if worker is not None:
+            worker.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="chatbot", summary="A bot of fine-tuned skills: OpenAI-compatible and REST APIs, and a chat page.",
@@ -73,4 +88,8 @@ def create_app(bot: Bot, *, warm_up: bool = True, workers: int = 32) -> FastAPI:
 
     app.include_router(openai_api.build_router(bot, state))
     app.include_router(rest_api.build_router(bot, state))
+    if worker is not None:
+        from chatbot.finetuning.api import build_router as fine_tuning_router
+
+        app.include_router(fine_tuning_router(worker.store, worker))
     return app

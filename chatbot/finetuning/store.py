@@ -1,0 +1,187 @@
+"""Uploaded files and fine-tuning jobs, with their events and checkpoints, in the server's database.
+
+File contents live in the data folder (``<data>/files/<id>``); everything else in SQL, so that jobs
+survive a restart of the server. Objects come out in OpenAI's shapes (plain dicts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, Text, create_engine, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+ACTIVE = ("validating_files", "queued", "running")
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _File(_Base):
+    __tablename__ = "ft_files"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(Integer)
+
+
+class _Job(_Base):
+    __tablename__ = "ft_jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the job object as the API shows it
+
+
+class _Event(_Base):
+    __tablename__ = "ft_events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class _Checkpoint(_Base):
+    __tablename__ = "ft_checkpoints"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(255))
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+class FineTuningStore:
+    def __init__(self, url: str, data_dir: Path) -> None:
+        self.engine = create_engine(url, **({"connect_args": {"timeout": 30, "check_same_thread": False}} if url.startswith("sqlite") else {"pool_pre_ping": True}))
+        self.files_dir = data_dir / "files"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(727211)"))
+            _Base.metadata.create_all(conn)
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
+        file_id = new_id("file")
+        tmp = self.files_dir / f".{file_id}.tmp"
+        tmp.write_bytes(content)
+        os.replace(tmp, self.file_path(file_id))
+        row = _File(id=file_id, filename=filename, purpose=purpose, bytes=len(content), created_at=int(time.time()))
+        with self._session.begin() as db:
+            db.add(row)
+        return _file(row)
+
+    def file(self, file_id: str) -> dict[str, Any] | None:
+        with self._session() as db:
+            row = db.get(_File, file_id)
+            return _file(row) if row else None
+
+    def file_path(self, file_id: str) -> Path:
+        """Where the content is: files for fine-tuning are JSON Lines."""
+        return self.files_dir / f"{file_id}.jsonl"
+
+    def files(self, purpose: str | None = None) -> list[dict[str, Any]]:
+        query = select(_File).order_by(_File.created_at.desc())
+        if purpose:
+            query = query.where(_File.purpose == purpose)
+        with self._session() as db:
+            return [_file(row) for row in db.scalars(query)]
+
+    def delete_file(self, file_id: str) -> bool:
+        with self._session.begin() as db:
+            row = db.get(_File, file_id)
+            if row is None:
+                return False
+            db.delete(row)
+        self.file_path(file_id).unlink(missing_ok=True)
+        return True
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def add_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._session.begin() as db:
+            db.add(_Job(id=body["id"], created_at=body["created_at"], status=body["status"], body=body))
+        return body
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self._session() as db:
+            row = db.get(_Job, job_id)
+            return dict(row.body) if row else None
+
+    def jobs(self, *, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first; *after* is the id of the last job of the previous page."""
+        query = select(_Job).order_by(_Job.created_at.desc(), _Job.id.desc())
+        with self._session() as db:
+            rows = list(db.scalars(query))
+        if after:
+            ids = [r.id for r in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else []
+        return [dict(r.body) for r in rows[:limit]], len(rows) > limit
+
+    def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **changes: Any) -> dict[str, Any] | None:
+        """Change fields of the job; with *only_if*, only while its status is one of those. Returns the job, or None if unchanged."""
+        with self._session.begin() as db:
+            row = db.get(_Job, job_id, with_for_update=self.engine.dialect.name == "postgresql")
+            if row is None or (only_if and row.status not in only_if):
+                return None
+            row.body = {**row.body, **changes}
+            row.status = row.body["status"]
+            return dict(row.body)
+
+    def next_queued(self) -> dict[str, Any] | None:
+        with self._session() as db:
+            row = db.scalars(select(_Job).where(_Job.status.in_(("validating_files", "queued"))).order_by(_Job.created_at, _Job.id)).first()
+            return dict(row.body) if row else None
+
+    def running(self) -> list[dict[str, Any]]:
+        with self._session() as db:
+            return [dict(r.body) for r in db.scalars(select(_Job).where(_Job.status == "running"))]
+
+    # -- events and checkpoints ----------------------------------------------------------------------
+
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None) -> None:
+        with self._session.begin() as db:
+            db.add(_Event(id=new_id("ftevent"), job_id=job_id, created_at=int(time.time()), level=level, message=message, type=type, data=data or {}))
+
+    def events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, as OpenAI lists them."""
+        with self._session() as db:
+            rows = list(db.scalars(select(_Event).where(_Event.job_id == job_id).order_by(_Event.seq.desc())))
+        if after:
+            ids = [r.id for r in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else []
+        return [{"id": r.id, "object": "fine_tuning.job.event", "created_at": r.created_at, "level": r.level, "message": r.message,
+                 "type": r.type, "data": r.data} for r in rows[:limit]], len(rows) > limit
+
+    def add_checkpoint(self, job_id: str, model: str, step: int, metrics: dict[str, Any]) -> None:
+        with self._session.begin() as db:
+            db.add(_Checkpoint(id=new_id("ftckpt"), job_id=job_id, created_at=int(time.time()), model=model, step=step, metrics=metrics))
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        with self._session() as db:
+            rows = list(db.scalars(select(_Checkpoint).where(_Checkpoint.job_id == job_id).order_by(_Checkpoint.step.desc())))
+        return [{"id": r.id, "object": "fine_tuning.job.checkpoint", "created_at": r.created_at, "fine_tuned_model_checkpoint": r.model,
+                 "fine_tuning_job_id": r.job_id, "metrics": r.metrics, "step_number": r.step} for r in rows]
+
+
+def _file(row: _File) -> dict[str, Any]:
+    return {"id": row.id, "object": "file", "bytes": row.bytes, "created_at": row.created_at, "filename": row.filename,
+            "purpose": row.purpose, "status": "processed", "status_details": None}

@@ -1,0 +1,167 @@
+"""The background worker that runs fine-tuning jobs, one at a time, in the order they were created.
+
+A job goes ``validating_files`` (the files are checked as ``chatbot data check`` does) → ``queued``
+→ ``running`` (the local trainer, the same one ``chatbot train`` uses) → ``succeeded`` (the model is
+registered as a skill and served at once), ``failed`` (with the reason, and the line for a bad file)
+or ``cancelled``. A job that was running when the server stopped is marked failed at the next start;
+queued ones are picked up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatbot.errors import ChatbotError
+from chatbot.finetuning.store import ACTIVE, FineTuningStore
+from chatbot.registry import Skill
+
+log = logging.getLogger(__name__)
+EVENT_EVERY_STEPS = 5
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def model_name(base: str, suffix: str | None, job_id: str) -> str:
+    """The fine-tuned model's id, also its skill name: ``ft-<base>-<suffix>-<6 hex>``."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(base).name).strip("-.")[:24] or "model"
+    tail = f"-{re.sub(r'[^A-Za-z0-9_.-]+', '-', suffix)[:18]}" if suffix else ""
+    return f"ft-{clean}{tail}-{job_id[-6:]}"
+
+
+class JobWorker:
+    def __init__(self, store: FineTuningStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None) -> None:
+        self.store = store
+        self.registry_path = registry_path
+        self.on_model = on_model
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cancel: set[str] = set()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for job in self.store.running():  # the server died while it ran
+            self._fail(job["id"], "server_restarted", "the server stopped while this job was running; create a new job to train again")
+        self._thread = threading.Thread(target=self._loop, name="fine-tuning-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Cancel a job that has not ended; a running one stops after its current step."""
+        job = self.store.update_job(job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time()))
+        if job is not None:
+            self._cancel.add(job_id)
+            self.store.add_event(job_id, "Job cancelled")
+        return job
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.next_queued()
+            if job is None:
+                self._wake.wait(timeout=2.0)
+                self._wake.clear()
+                continue
+            try:
+                if job["status"] == "validating_files":
+                    self._validate(job)
+                else:
+                    self._train(job)
+            except Exception as exc:  # noqa: BLE001 - a job's failure must never stop the worker
+                log.exception("fine-tuning job %s failed", job["id"])
+                self._fail(job["id"], "training_failed", f"{type(exc).__name__}: {exc}")
+
+    def _paths(self, job: dict[str, Any]) -> tuple[Path, Path | None]:
+        valid = job.get("validation_file")
+        return self.store.file_path(job["training_file"]), self.store.file_path(valid) if valid else None
+
+    def _validate(self, job: dict[str, Any]) -> None:
+        from chatbot.training.base_model import token_counter
+        from chatbot.training.skill import check_or_fail
+
+        self.store.add_event(job["id"], "Validating training file: " + job["training_file"])
+        data, valid = self._paths(job)
+        for path, field in ((data, "training_file"), (valid, "validation_file")):
+            if path is not None and not path.exists():
+                self._fail(job["id"], "invalid_file", f"{job[field]}: the file is gone (deleted?)", param=field)
+                return
+        try:
+            count, context = token_counter(job["model"])
+            check_or_fail(data, valid, count, context, job["metadata"].get("kind"))
+        except ChatbotError as exc:
+            message = str(exc).replace(str(data), job["training_file"])
+            if valid is not None:
+                message = message.replace(str(valid), job["validation_file"])
+            self._fail(job["id"], "invalid_training_file", message, param="training_file")
+            return
+        if self.store.update_job(job["id"], only_if=("validating_files",), status="queued"):
+            self.store.add_event(job["id"], "Files validated, job queued")
+
+    def _train(self, job: dict[str, Any]) -> None:
+        from chatbot.training.hyperparams import Hyperparameters
+        from chatbot.training.skill import train_skill
+
+        job_id = job["id"]
+        if not self.store.update_job(job_id, only_if=("queued",), status="running"):
+            return
+        self.store.add_event(job_id, "Fine-tuning job started")
+        data, valid = self._paths(job)
+        hp = job["hyperparameters"]
+        hyper = Hyperparameters(**{k: (None if v == "auto" else v) for k, v in hp.items() if k in Hyperparameters.model_fields},
+                                seed=job.get("seed") or 0)
+        name = model_name(job["model"], job.get("user_provided_suffix"), job_id)
+        losses: list[float] = []
+
+        def on_step(epoch: int, step: int, total: int, loss: float) -> None:
+            if job_id in self._cancel or self._stop.is_set():
+                raise _Cancelled
+            losses.append(loss)
+            if step % EVENT_EVERY_STEPS == 0 or step == total:
+                self.store.add_event(job_id, f"Step {step}/{total}: training loss={loss:.4f}", type="metrics",
+                                     data={"step": step, "total_steps": total, "epoch": epoch, "train_loss": loss})
+
+        def on_epoch(epoch: int, train_loss: float, valid_loss: float | None) -> None:
+            extra = f", validation loss={valid_loss:.4f}" if valid_loss is not None else ""
+            self.store.add_event(job_id, f"Epoch {epoch} done: training loss={train_loss:.4f}{extra}", type="metrics",
+                                 data={"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss})
+
+        try:
+            skill = train_skill(name, job["metadata"].get("kind", "generate"), data, valid=valid, base=job["model"], hyperparameters=hyper,
+                                registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
+                                on_step=on_step, on_epoch=on_epoch)
+        except _Cancelled:
+            shutil.rmtree(self.registry_path.parent / "adapters" / name, ignore_errors=True)
+            return
+        except ChatbotError as exc:
+            self._fail(job_id, "training_failed", str(exc))
+            return
+        if job_id in self._cancel:  # cancelled during the last step: do not serve it
+            return
+        resolved = skill.training.hyperparameters if skill.training else {}
+        valid_loss = skill.training.valid_loss[-1] if skill.training and skill.training.valid_loss else None
+        self.store.add_checkpoint(job_id, name, len(losses), {"train_loss": losses[-1] if losses else None, "valid_loss": valid_loss})
+        if self.on_model:
+            self.on_model(skill)  # served from now on
+        self.store.add_event(job_id, f"New fine-tuned model created: {name}")
+        self.store.add_event(job_id, "The job has successfully completed")
+        self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
+                              hyperparameters={k: resolved.get(k, v) for k, v in hp.items()})
+
+    def _fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
+        job = self.store.update_job(job_id, only_if=ACTIVE, status="failed", finished_at=int(time.time()),
+                                    error={"code": code, "message": message, "param": param})
+        if job is not None:
+            self.store.add_event(job_id, f"Job failed: {message}", level="error")

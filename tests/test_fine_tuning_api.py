@@ -1,0 +1,132 @@
+"""OpenAI's files and fine-tuning API on our server, driven by the official openai client (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from bot_helpers import REGISTRY, write_registry
+from web_server import running
+
+from chatbot.bot import Bot
+from chatbot.finetuning.store import FineTuningStore
+from chatbot.finetuning.worker import JobWorker
+from chatbot.web import create_app
+
+ROWS = [
+    {"prompt": "The battery died after a day.\n\n###\n\n", "completion": " negative END"},
+    {"prompt": "Great bike, rides like new!\n\n###\n\n", "completion": " positive END"},
+    {"prompt": "Terrible service, still broken.\n\n###\n\n", "completion": " negative END"},
+    {"prompt": "I love my new helmet.\n\n###\n\n", "completion": " positive END"},
+]
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_base: str) -> Iterator[tuple[openai.OpenAI, Bot, str]]:
+    folder = tmp_path_factory.mktemp("ft")
+    skills = {name: skill | {"base_model": tiny_base, "generation": {"max_tokens": 4}} for name, skill in REGISTRY["skills"].items()}
+    write_registry(folder, skills=skills)
+    bot = Bot.from_registry(folder / "models.yaml", db=f"sqlite:///{folder / 'c.db'}")
+    with running(create_app(bot)) as url:
+        yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0), bot, tiny_base
+
+
+def wait_for(client: openai.OpenAI, job_id: str, timeout: float = 120):  # noqa: ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def test_files_upload_list_retrieve_content_delete(server: tuple[openai.OpenAI, Bot, str]) -> None:
+    client = server[0]
+    uploaded = client.files.create(file=("mood.jsonl", jsonl(ROWS)), purpose="fine-tune")
+    assert uploaded.object == "file" and uploaded.bytes == len(jsonl(ROWS)) and uploaded.filename == "mood.jsonl"
+    assert uploaded.id in [f.id for f in client.files.list()]
+    assert client.files.retrieve(uploaded.id).purpose == "fine-tune"
+    assert client.files.content(uploaded.id).read() == jsonl(ROWS)
+    assert client.files.delete(uploaded.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(uploaded.id)
+    with pytest.raises(openai.BadRequestError, match="purpose"):
+        client.files.create(file=("x.jsonl", jsonl(ROWS)), purpose="assistants")
+
+
+def test_a_job_trains_a_model_that_answers_at_once(server: tuple[openai.OpenAI, Bot, str]) -> None:
+    client, bot, base = server
+    training = client.files.create(file=("mood.jsonl", jsonl(ROWS * 2)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=base, training_file=training.id, validation_file=training.id, suffix="mood",
+                                         hyperparameters={"n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 1},
+                                         metadata={"kind": "classify"}, seed=1)
+    assert job.status == "validating_files" and job.object == "fine_tuning.job"
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model.startswith("ft-") and "-mood-" in done.fine_tuned_model
+    assert done.hyperparameters.n_epochs == 3 and done.finished_at >= done.created_at
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert messages[0] == "The job has successfully completed" and messages[-1].startswith("Created fine-tuning job")
+    assert "Fine-tuning job started" in messages and any(m.startswith("Epoch 3 done") for m in messages)
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert checkpoints[0].fine_tuned_model_checkpoint == done.fine_tuned_model and checkpoints[0].step_number == 12
+    assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
+
+    assert done.fine_tuned_model in [m.id for m in client.models.list()]  # served without a restart
+    completion = client.completions.create(model=done.fine_tuned_model, prompt=ROWS[0]["prompt"], max_tokens=3)
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    chat = client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "The battery died."}])
+    assert chat.model_extra["chatbot"]["skill"] == done.fine_tuned_model
+    assert bot.registry.get(done.fine_tuned_model).kind == "classify"
+
+
+def test_a_bad_file_fails_the_job_with_the_line(server: tuple[openai.OpenAI, Bot, str]) -> None:
+    client, _, base = server
+    bad = jsonl(ROWS[:2]) + b'{"prompt": "no completion here\\n\\n###\\n\\n"}\n' + jsonl(ROWS[2:])
+    training = client.files.create(file=("bad.jsonl", bad), purpose="fine-tune")
+    done = wait_for(client, client.fine_tuning.jobs.create(model=base, training_file=training.id).id)
+    assert done.status == "failed" and done.error.code == "invalid_training_file" and done.error.param == "training_file"
+    assert done.error.message.startswith(f"{training.id}:3: ")
+
+
+def test_cancel_and_unknown_ids(server: tuple[openai.OpenAI, Bot, str]) -> None:
+    client, _, base = server
+    training = client.files.create(file=("mood.jsonl", jsonl(ROWS)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=base, training_file=training.id, hyperparameters={"n_epochs": 100, "batch_size": 1})
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    assert wait_for(client, job.id).status == "cancelled" and wait_for(client, job.id).fine_tuned_model is None
+    with pytest.raises(openai.BadRequestError, match="already ended"):
+        client.fine_tuning.jobs.cancel(job.id)
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-nope")
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.create(model=base, training_file="file-nope")
+
+
+def test_jobs_survive_a_restart(tmp_path: Path) -> None:
+    store = FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    base = {"object": "fine_tuning.job", "model": "m", "training_file": "file-x", "validation_file": None, "hyperparameters": {},
+            "metadata": {}, "error": None, "finished_at": None}
+    store.add_job(base | {"id": "ftjob-running", "created_at": 1, "status": "running"})
+    store.add_job(base | {"id": "ftjob-queued", "created_at": 2, "status": "validating_files"})
+    worker = JobWorker(FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path), tmp_path / "models.yaml")  # the server restarts
+    worker.start()
+    try:
+        died = store.job("ftjob-running")
+        assert died["status"] == "failed" and died["error"]["code"] == "server_restarted"
+        deadline = time.monotonic() + 30
+        while store.job("ftjob-queued")["status"] == "validating_files" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        picked = store.job("ftjob-queued")
+        assert picked["status"] == "failed" and picked["error"]["message"] == "file-x: the file is gone (deleted?)"  # picked up again
+    finally:
+        worker.stop()
