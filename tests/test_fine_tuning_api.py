@@ -130,3 +130,41 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
         assert picked["status"] == "failed" and picked["error"]["message"] == "file-x: the file is gone (deleted?)"  # picked up again
     finally:
         worker.stop()
+
+
+def test_train_hosted_from_the_cli_then_chat_with_the_skill(server: tuple[openai.OpenAI, Bot, str], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from chatbot.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "250"})
+    client, _, base = server
+    url = str(client.base_url).rstrip("/")
+    data = tmp_path / "mood.jsonl"
+    data.write_bytes(jsonl(ROWS * 2))
+    result = runner.invoke(app, ["train", "mood-hosted", "--hosted", "--base-url", url, "--base", base, "--kind", "classify",
+                                 "--data", str(data), "--epochs", "2", "--batch-size", "2", "--suffix", "cli"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Fine-tuning job started" in result.output and "registered as skill mood-hosted" in result.output
+    import yaml
+
+    skill = yaml.safe_load((tmp_path / "models.yaml").read_text())["skills"]["mood-hosted"]
+    assert skill["backend"] == "openai" and skill["base_url"] == url and skill["model"].startswith("ft-") and "-cli-" in skill["model"]
+    assert skill["training"]["hyperparameters"]["n_epochs"] == 2 and skill["training"]["data_file"] == "mood.jsonl"
+
+    asked = runner.invoke(app, ["ask", "mood-hosted", "The battery died after a day.", "--json"], catch_exceptions=False)
+    assert asked.exit_code == 0, asked.output
+    assert json.loads(asked.stdout)["skill"] == "mood-hosted"
+    chat = runner.invoke(app, ["chat", "--session", "h"], input="The battery died after a day.\n", catch_exceptions=False)
+    assert chat.exit_code == 0 and len(chat.stdout.splitlines()) == 1
+    shown = json.loads(runner.invoke(app, ["sessions", "show", "h", "--json"]).stdout)
+    assert shown["history"][0]["skill"] == "mood-hosted"
+
+    job_id = skill["training"]["hyperparameters"]["job"]
+    assert job_id in runner.invoke(app, ["jobs", "list", "--base-url", url]).output
+    assert json.loads(runner.invoke(app, ["jobs", "show", job_id, "--base-url", url]).stdout)["status"] == "succeeded"
+    assert "The job has successfully completed" in runner.invoke(app, ["jobs", "events", job_id, "--base-url", url]).output
+    ended = runner.invoke(app, ["jobs", "cancel", job_id, "--base-url", url])
+    assert ended.exit_code == 2 and "already ended" in ended.output
+    down = runner.invoke(app, ["jobs", "list", "--base-url", "http://127.0.0.1:9/v1"])
+    assert down.exit_code == 2 and "cannot reach http://127.0.0.1:9/v1" in down.output

@@ -44,11 +44,17 @@ def train(
     description: Annotated[str, typer.Option("--description", help="what the skill does, for people and the router")] = "",
     force: Annotated[bool, typer.Option("--force", help="retrain and replace a skill of the same name")] = False,
     registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
+    hosted: Annotated[bool, typer.Option("--hosted", help="fine-tune on a server speaking OpenAI's API (OpenAI, or `chatbot serve`)")] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="--hosted: the server's /v1 URL (default: OpenAI's)")] = None,
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="--hosted: environment variable holding the API key")] = "OPENAI_API_KEY",
+    suffix: Annotated[str | None, typer.Option("--suffix", help="--hosted: added to the fine-tuned model's name")] = None,
 ) -> None:
-    """Fine-tune a skill locally (LoRA, CPU or GPU) and register it in models.yaml.
+    """Fine-tune a skill locally (LoRA, CPU or GPU), or on a hosted server, and register it in models.yaml.
 
     Runs `chatbot data check` first and stops on errors. Defaults for epochs, batch size and
     learning-rate multiplier are chosen from the data size, as OpenAI's fine-tuning API does.
+    With --hosted the data is uploaded, the job created and followed (Ctrl-C detaches; `chatbot jobs
+    follow ID` re-attaches), and the model registered with backend: openai when it succeeds.
 
     Example: chatbot train booking-extract --kind extract --data training_data/booking_extract_train.jsonl --epochs 8
     """
@@ -58,6 +64,18 @@ def train(
         raise ChatbotError(f"--kind: unknown skill kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
     hp = hyperparameters(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
                          prompt_loss_weight=prompt_loss_weight, seed=seed)
+    if hosted:
+        from chatbot.cli.jobs import follow_and_register
+        from chatbot.training.hosted import client_for, start_job
+
+        explicit = {k for k, v in {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
+                                   "prompt_loss_weight": prompt_loss_weight, "seed": seed}.items() if v is not None}
+        client = client_for(base_url, api_key_env)
+        job = start_job(client, name=name, kind=kind, data=data, valid=valid, base=base, hyperparameters=hp, explicit=explicit,
+                        suffix=suffix, description=description, registry_path=registry, force=force)
+        console.print(f"created job {job.id} on {client.base_url} (base {base})")
+        follow_and_register(client, job.id, base_url=base_url, api_key_env=api_key_env, registry=registry)
+        return
     progress = Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
