@@ -37,6 +37,17 @@ class Router(Protocol):
     def route(self, text: str) -> Route: ...
 
 
+class _NoSkills:
+    """The router of a bot with no skills yet (a server waiting for its first fine-tuning job)."""
+
+    def route(self, text: str) -> Route:
+        return Route(skill=None, score=0.0, threshold=0.0, in_scope=False, runners_up=[])
+
+
+def _router(registry: Registry, cache_dir: Path, progress: bool) -> Router:
+    return router_for_registry(registry, cache_dir=cache_dir, progress=progress) if registry.skills else _NoSkills()
+
+
 class Reply(BaseModel):
     """The bot's answer to one message."""
 
@@ -119,24 +130,26 @@ class Bot:
         backends: Mapping[str, Backend] | None = None,
         router: Router | None = None,
         progress: bool = False,
+        allow_empty: bool = False,
     ) -> Bot:
         """The bot of ``models.yaml`` at *path*; state in *db* (a URL) or ``<registry folder>/.chatbot/chatbot.db``.
 
         *backends* replace the backend of a kind (``{"local": LocalBackend("cuda")}``); others are made as needed.
+        With *allow_empty*, a missing or empty registry gives a bot whose every answer is the fallback.
         """
-        registry = registry_io.load(path)
-        if not registry.skills:
+        registry = registry_io.load(path, missing_ok=allow_empty)
+        if not registry.skills and not allow_empty:
             raise ChatbotError(f"{registry.path}: no skills registered", hint="train one with `chatbot train`")
         folder = Path(data_dir) if data_dir else registry.path.parent / DATA_DIR
         store = ConversationStore.open(db, folder)
         if router is None:
-            router = router_for_registry(registry, cache_dir=folder / "cache", progress=progress)
+            router = _router(registry, folder / "cache", progress)
         return cls(registry, router=router, store=store, backends=BackendPool(backends), data_dir=folder)
 
     def reload(self) -> None:
         """Re-read models.yaml and update the router (only new skills' examples are embedded)."""
-        registry = registry_io.load(self.registry.path)
-        router = router_for_registry(registry, cache_dir=self.data_dir / "cache")
+        registry = registry_io.load(self.registry.path, missing_ok=True)
+        router = _router(registry, self.data_dir / "cache", False)
         self.registry, self.router = registry, router
 
     # -- answering -------------------------------------------------------------------------------

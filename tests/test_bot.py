@@ -156,3 +156,14 @@ def test_a_crash_between_model_and_reply_loses_no_committed_turn(registry: Path,
     history = bot.session("r").history
     assert [t.user for t in history] == ["When are you open?", "Where is the shop?"] and history[1].reply == "We are open 9 to 6."
     assert bot.reply("r", "Can I pay by card?").turn == 2
+
+
+def test_a_bot_without_skills_falls_back_until_one_is_added(tmp_path: Path, tiny_base: str) -> None:
+    bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}", allow_empty=True,
+                            backends={"local": ScriptedBackend()})
+    assert bot.reply("e", "When are you open?").fallback
+    write_registry(tmp_path)
+    bot.reload()  # as the server does when a fine-tuning job registers a model
+    assert bot.reply("e", "When are you open?").skill == "shop"
+    with pytest.raises(ChatbotError, match="no such registry"):
+        Bot.from_registry(tmp_path / "other.yaml")

