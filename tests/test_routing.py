@@ -130,15 +130,15 @@ def test_calibrate_maximises_macro_f1_or_takes_a_percentile():
 def _write(args: tuple[str, int]) -> None:
     folder, offset = args
     cache = EmbeddingCache(folder)
-    for i in range(20):
+    for i in range(40):
         cache.put_many([(f"key{j}", np.full(4, j, np.float32)) for j in range(offset + i * 5, offset + i * 5 + 10)])
 
 
 def test_embedding_cache_is_safe_with_two_writers(tmp_path: Path):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.map(_write, [(str(tmp_path), 0), (str(tmp_path), 50)])
-    found = EmbeddingCache(tmp_path).get_many([f"key{j}" for j in range(160)])
-    assert len(found) == 155 and all(float(v[0]) == int(k[3:]) for k, v in found.items())
+    found = EmbeddingCache(tmp_path).get_many([f"key{j}" for j in range(300)])
+    assert len(found) == 255 and all(float(v[0]) == int(k[3:]) for k, v in found.items())
 
 
 def test_finetuned_encoder_is_cached_and_kept_when_a_skill_is_added(tmp_path: Path):

@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,18 @@ def text_key(encoder_id: str, text: str) -> str:
     return hashlib.sha256(f"{encoder_id}\0{text}".encode()).hexdigest()
 
 
+def _retry(call: Callable[[], Any], attempts: int = 200) -> Any:
+    """*call*, tried again while another process holds the database (busy timeouts don't cover every case)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if attempt == attempts - 1 or not any(word in str(exc) for word in ("locked", "busy")):
+                raise
+            time.sleep(0.01 * (1 + attempt % 20))
+    raise AssertionError("unreachable")
+
+
 class EmbeddingCache:
     """Embeddings stored by ``sha256(encoder id + text)`` in ``FOLDER/embeddings.sqlite``."""
 
@@ -52,9 +65,10 @@ class EmbeddingCache:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS embedding (key TEXT PRIMARY KEY, dim INTEGER, vector BLOB)")
+            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            if _retry(lambda: db.execute("PRAGMA journal_mode").fetchone()[0]) != "wal":
+                _retry(lambda: db.execute("PRAGMA journal_mode=WAL").fetchone())
+            _retry(lambda: db.execute("CREATE TABLE IF NOT EXISTS embedding (key TEXT PRIMARY KEY, dim INTEGER, vector BLOB)"))
             self._db = db
         return self._db
 
@@ -71,8 +85,17 @@ class EmbeddingCache:
         rows = [(key, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for key, v in items]
         if rows:
             db = self._connect()
-            with db:
-                db.executemany("INSERT OR IGNORE INTO embedding VALUES (?, ?, ?)", rows)
+
+            def write() -> None:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany("INSERT OR IGNORE INTO embedding VALUES (?, ?, ?)", rows)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+
+            _retry(write)
 
     def __len__(self) -> int:
         return self._connect().execute("SELECT COUNT(*) FROM embedding").fetchone()[0]
