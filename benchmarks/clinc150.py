@@ -60,10 +60,10 @@ def main() -> None:
     shown = shown.relative_to(ROOT.parent) if shown.is_relative_to(ROOT.parent) else shown
     cal = ours["calibration"]
     lines = [
-        f"Router on CLINC150 (`{shown}`): fitted on `train.jsonl` ({ours['train_examples']:,} messages, {ours['skills']} intents, "
+        (f"Router on CLINC150 (`{shown}`): fitted on `train.jsonl` ({ours['train_examples']:,} messages, {ours['skills']} intents, "
         f"{ours['train_out_of_scope']} out-of-scope), scored on `validation.jsonl` ({ours['test_in_scope']:,} in-scope, "
         f"{ours['test_out_of_scope']} out-of-scope). The published rows are on the paper's *test* split (4,500 in-scope, "
-        "1,000 out-of-scope), ours on validation: comparable in kind, not to the decimal.",
+        "1,000 out-of-scope), ours on validation: comparable in kind, not to the decimal."),
         "",
         "| router | in-scope accuracy % | out-of-scope recall % | oos precision % | macro-F1 % | latency p50 / p95 ms | threshold |",
         "|---|---|---|---|---|---|---|",
@@ -83,8 +83,8 @@ def main() -> None:
         f"Whole command, cold cache: {seconds:.0f} s on {os.cpu_count()} CPU cores"
         + (f"; the frozen baseline (`--finetune never`, 5-fold cross-validated calibration) {baseline[1]:.0f} s with embeddings cached." if baseline else "."),
         "",
-        "Command: `chatbot route eval --train ../shared/data/clinc150/train.jsonl --test ../shared/data/clinc150/validation.jsonl` "
-        "(this table: `.venv/bin/python benchmarks/clinc150.py`)",
+        ("Command: `chatbot route eval --train ../shared/data/clinc150/train.jsonl --test ../shared/data/clinc150/validation.jsonl` "
+        "(this table: `.venv/bin/python benchmarks/clinc150.py`)"),
     ]
     text = "\n".join(lines)
     write_section("CLINC150 routing", text)
