@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chatbot.cli import ask, chat, data, evaluate, registry, route, serve, sessions, train
+from chatbot.cli import ask, chat, data, evaluate, jobs, registry, route, serve, sessions, train
 from chatbot.cli.common import quiet_libraries
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("ask")(ask.ask)
 app.command("chat")(chat.chat)
 app.add_typer(sessions.app, name="sessions")
 app.command("serve")(serve.serve)
+app.add_typer(jobs.app, name="jobs")
 
 
 def main() -> None:
