@@ -1,11 +1,11 @@
 """The router: which skill takes a message, or none (out of scope).
 
-A message is embedded (``encoder.py``) and compared with one prototype per skill (``head.py``);
-the best cosine is its score, and below the calibrated threshold (``calibration.py``) the message
+A message is embedded (``encoder.py``) and compared with each skill's examples or prototype
+(``head.py``); the best score, and below the calibrated threshold (``calibration.py``) the message
 is out of scope. How the router is fitted depends on the amount of data:
 
 * up to ``finetune_min_examples`` in-scope examples (a bot's few hundred): the encoder stays as
-  shipped, prototypes are trained on its embeddings, and the threshold is calibrated on k-fold
+  shipped, a message scores the mean cosine of its nearest examples of each skill, and the threshold is calibrated on k-fold
   cross-validated scores of the examples (plus the out-of-scope examples, never trained on);
 * from that many on (CLINC150's 15,000), the encoder is fine-tuned together with the prototypes on
   a stratified ``1 - held_out`` share of the examples (three epochs), and the threshold is
@@ -15,8 +15,8 @@ The fitted state (prototypes, threshold, the fine-tuned encoder) is cached on di
 (encoder, examples, out-of-scope examples, settings), and so are the embeddings, under a hash of
 (encoder, text): fitting again over the same data takes about as long as loading the encoder.
 :meth:`Router.update` changes the skills without fine-tuning again: only new texts are embedded,
-the prototypes are refitted (seconds), and the threshold is recalibrated when the encoder is the
-shipped one (kept as it is when fine-tuned).
+the threshold is recalibrated (seconds) when the encoder is the shipped one; with a fine-tuned
+encoder the new skill gets the mean of its embeddings as prototype and the threshold is kept.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from chatbot.routing.cache import EmbeddingCache, build_folder, default_cache_dir, digest, load_arrays, save_arrays
 from chatbot.routing.calibration import Calibration, calibrate
 from chatbot.routing.encoder import DEFAULT_ENCODER, Encoder
-from chatbot.routing.head import centroids, fit_prototypes, scores
+from chatbot.routing.head import centroids, nearest_scores, scores
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 2
+STATE_VERSION = 3
 RUNNERS_UP = 3
 
 
@@ -89,6 +89,8 @@ class Router:
         self.out_of_scope: list[str] = []
         self.labels: list[str] = []
         self.prototypes = np.zeros((0, 384), dtype=np.float32)
+        self.memory = np.zeros((0, 384), dtype=np.float32)  # the examples' embeddings, for the nearest-examples head
+        self.memory_labels = np.zeros(0, dtype=np.int64)
         self.calibration = Calibration(method="percentile", threshold=0.0)
         self.key = ""
         self.from_cache = False
@@ -134,17 +136,18 @@ class Router:
     def update(self, examples: Mapping[str, Sequence[str]]) -> Router:
         """Change the skills (add, remove, replace) without fine-tuning the encoder again."""
         old_labels = [n for n in self.labels if n in examples and list(examples[n]) == self.examples[n]]
-        old_prototypes = np.stack([self.prototypes[self.labels.index(n)] for n in old_labels]) if old_labels else np.zeros((0, 1))
+        old_prototypes = self.prototypes
+        positions = [self.labels.index(n) for n in old_labels]
         self._set_data(examples, self.out_of_scope)
         if self._load(self.key):
             return self
         if self.finetuned is None:
-            self._fit_frozen()
+            self._fit_frozen()  # only the new skill's texts are embedded: the others come from the cache
         else:  # kept skills keep their prototypes; a new one gets the mean of its embeddings
             rows = []
             for name in self.labels:
                 if name in old_labels:
-                    rows.append(old_prototypes[old_labels.index(name)])
+                    rows.append(old_prototypes[positions[old_labels.index(name)]])
                 else:
                     rows.append(centroids(self.encoder.encode(self.examples[name]), np.zeros(len(self.examples[name]), np.int64), 1)[0])
             self.prototypes = np.stack(rows).astype(np.float32)
@@ -180,7 +183,7 @@ class Router:
         return len(self.labels) >= 2 and (mode == "always" or (mode == "auto" and n >= self.settings.finetune_min_examples))
 
     def _fit_frozen(self) -> None:
-        """Shipped encoder: prototypes on all examples, threshold from k-fold cross-validated scores."""
+        """Shipped encoder: the nearest-examples head, threshold from k-fold cross-validated scores."""
         from sklearn.model_selection import KFold, StratifiedKFold
 
         self.encoder, self.finetuned = self.base_encoder, None
@@ -188,7 +191,8 @@ class Router:
         n_labels = len(self.labels)
         x = self.encoder.encode(texts + self.out_of_scope, progress=self.progress)
         x, oos = x[:len(texts)], x[len(texts):]
-        self.prototypes = fit_prototypes(x, y, n_labels, seed=self.settings.seed) if n_labels else np.zeros((0, x.shape[1]), np.float32)
+        self.memory, self.memory_labels = x.astype(np.float32), y
+        self.prototypes = np.zeros((0, x.shape[1]), np.float32)
         pred, score = np.zeros(len(y), np.int64), np.zeros(len(y), np.float32)
         oos_score = np.zeros(len(oos), np.float32)
         counts = np.bincount(y, minlength=n_labels) if n_labels else np.zeros(0, int)
@@ -199,12 +203,10 @@ class Router:
             else:
                 splits = KFold(folds, shuffle=True, random_state=self.settings.seed).split(x)
             for train, test in splits:
-                protos = fit_prototypes(x[train], y[train], n_labels, seed=self.settings.seed)
-                present = np.bincount(y[train], minlength=n_labels) > 0
-                s = np.where(present, scores(x[test], protos), -1.0)
+                s = nearest_scores(x[test], x[train], y[train], n_labels)
                 pred[test], score[test] = s.argmax(1), s.max(1)
                 if len(oos):
-                    oos_score += np.where(present, scores(oos, protos), -1.0).max(1) / folds
+                    oos_score += nearest_scores(oos, x[train], y[train], n_labels).max(1) / folds
             held_out = f"{folds}-fold cross-validation"
         else:
             held_out = "none (too few examples)"
@@ -254,7 +256,8 @@ class Router:
         meta = {"version": STATE_VERSION, "key": self.key, "settings": self.settings.model_dump(), "labels": self.labels,
                 "examples": self.examples, "out_of_scope": self.out_of_scope, "finetuned": self.finetuned,
                 "calibration": self.calibration.model_dump()}
-        save_arrays(self._state_path(self.key), {"prototypes": self.prototypes}, meta)
+        save_arrays(self._state_path(self.key), {"prototypes": self.prototypes, "memory": self.memory,
+                                                 "memory_labels": self.memory_labels}, meta)
 
     def _load(self, key: str) -> bool:
         loaded = load_arrays(self._state_path(key))
@@ -277,6 +280,7 @@ class Router:
         self.finetuned, self.key = meta["finetuned"], key
         self.calibration = Calibration.model_validate(meta["calibration"])
         self.prototypes = arrays["prototypes"]
+        self.memory, self.memory_labels = arrays["memory"], arrays["memory_labels"]
         self.from_cache = True
         return True
 
@@ -290,6 +294,11 @@ class Router:
     def skills(self) -> list[str]:
         return list(self.labels)
 
+    def _scores(self, q: np.ndarray) -> np.ndarray:
+        if self.finetuned is None:
+            return nearest_scores(q, self.memory, self.memory_labels, len(self.labels))
+        return scores(q, self.prototypes)
+
     def route(self, text: str) -> Route:
         """The skill for one message."""
         return self.route_many([text])[0]
@@ -301,7 +310,7 @@ class Router:
             return []
         if not self.labels:
             return [Route(skill=None, score=0.0, threshold=self.threshold, in_scope=False) for _ in texts]
-        s = scores(self.encoder.encode(texts, progress=self.progress, cache=False), self.prototypes)
+        s = self._scores(self.encoder.encode(texts, progress=self.progress, cache=False))
         order = np.argsort(-s, axis=1)[:, :RUNNERS_UP + 1]
         routes = []
         for row, top in zip(s, order):
