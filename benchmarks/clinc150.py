@@ -70,7 +70,7 @@ def main() -> None:
         row("ours: MiniLM-L6 fine-tuned + prototypes, calibrated threshold", ours),
     ]
     if baseline:
-        lines.append(row("ours: MiniLM-L6 frozen + prototypes, calibrated threshold", baseline[0]))
+        lines.append(row("ours: MiniLM-L6 frozen + 3 nearest examples, calibrated threshold", baseline[0]))
     lines += [f"| {name} | {acc} | {rec} | - | - | - | - |" for name, acc, rec in PUBLISHED]
     lines += [
         "",
