@@ -229,9 +229,12 @@ class Bot:
             pieces: list[str] = []
             for piece in self.backend_for(skill).stream(request):
                 pieces.append(piece)
-                yield piece
+                if skill.skill_kind.streams:
+                    yield piece
             parsed = skill.skill_kind.parse("".join(pieces), request.stop, text if skill.ground_entities else None)
             answer.text, answer.label, answer.entities = parsed.text, parsed.label, parsed.entities
+            if not skill.skill_kind.streams:  # a label or entities: shown once parsed, not in the raw format
+                yield parsed.text
         done = time.perf_counter()
         answer.timings = Timings(route_ms=_ms(routed - started), generate_ms=_ms(done - routed), total_ms=_ms(done - started))
         return answer

@@ -121,6 +121,7 @@ class SkillKind:
     parse: Callable[[str, Sequence[str], str | None], Parsed]  # (completion, stop, source text)
     metric: str  # the headline metric key of chatbot.evaluation.metrics for this kind
     default_max_tokens: int
+    streams: bool  # the answer shown is the completion itself, so it can be shown token by token
 
     def score(self, predictions: Sequence[str], references: Sequence[str], stop: Sequence[str],
               sources: Sequence[str] | None = None) -> dict[str, Any]:
@@ -130,10 +131,10 @@ class SkillKind:
 
 
 KINDS: dict[str, SkillKind] = {
-    "qa": SkillKind("qa", "answers questions directly from question/answer pairs", parse_text, "token_f1", 64),
-    "classify": SkillKind("classify", "puts the text in one of a few classes", parse_label, "accuracy", 8),
-    "generate": SkillKind("generate", "writes text from an instruction", parse_text, "rougeL", 128),
-    "extract": SkillKind("extract", "extracts typed entities, one `type:['a', 'b']` line each", parse_entities, "micro_f1", 256),
+    "qa": SkillKind("qa", "answers questions directly from question/answer pairs", parse_text, "token_f1", 64, True),
+    "classify": SkillKind("classify", "puts the text in one of a few classes", parse_label, "accuracy", 8, False),
+    "generate": SkillKind("generate", "writes text from an instruction", parse_text, "rougeL", 128, True),
+    "extract": SkillKind("extract", "extracts typed entities, one `type:['a', 'b']` line each", parse_entities, "micro_f1", 256, False),
 }
 
 

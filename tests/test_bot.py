@@ -75,11 +75,13 @@ def test_stream_areply_and_sessions(registry: Path, db_url: str) -> None:
     stream = bot.stream("s", "When are you open?")
     assert list(stream) == [" We", " are", " open", " 9", " to", " 6."]
     assert stream.reply is not None and stream.reply.text == "We are open 9 to 6." and stream.reply.turn == 0
+    booking = bot.stream("s", "Can I bring my Trek in on Friday?")
+    assert list(booking) == ["bike: Trek\nday: Friday"]  # entities are shown once parsed, not in the raw format
     fallback = bot.stream("s", "Tell me about the history of jazz music.")
     assert list(fallback) == ["Sorry, I only know about bikes."] and fallback.reply.fallback
     reply = asyncio.run(bot.areply("t", "Where is the shop?"))
     assert reply.session_id == "t" and reply.skill == "shop"
-    assert {s.id: s.turns for s in bot.sessions()} == {"s": 2, "t": 1}
+    assert {s.id: s.turns for s in bot.sessions()} == {"s": 3, "t": 1}
     assert bot.delete_session("s") and bot.session("s") is None and not bot.delete_session("s")
     with pytest.raises(ChatbotError, match="empty"):
         bot.reply("s", "   ")
