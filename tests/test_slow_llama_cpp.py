@@ -37,15 +37,16 @@ def _ensure_llama_cpp_server() -> None:
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _ensure_llama_cpp_server()
     package, filename = _BUNDLED[DEFAULT_BASE]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: the server logs a lot
     server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_package_folder(package) / filename),
                                "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -56,7 +57,7 @@ def llama_server() -> Iterator[str]:
             pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
-            pytest.fail(f"llama.cpp's server did not start: {server.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"llama.cpp's server did not start: {log.read_text()[-2000:]}")
         time.sleep(0.5)
     try:
         yield url
@@ -68,7 +69,7 @@ def llama_server() -> Iterator[str]:
 def test_an_openai_skill_answers_through_llama_cpp(llama_server: str, tmp_path: Path) -> None:
     skills = {
         "capitals": {"kind": "qa", "backend": "openai", "model": "smollm2", "base_url": llama_server, "api": "completions",
-                     "separator": "\nAnswer:", "stop": ["\n"], "generation": {"max_tokens": 12},
+                     "separator": "\nA:", "stop": ["\n"], "generation": {"max_tokens": 12},
                      "routing_examples": ["What is the capital of France?", "What is the capital of Italy?", "Capital city of Spain?"]},
         "chat": {"kind": "generate", "backend": "openai", "model": "smollm2", "base_url": llama_server, "api": "chat",
                  "separator": "", "stop": [], "generation": {"max_tokens": 16},
@@ -77,7 +78,7 @@ def test_an_openai_skill_answers_through_llama_cpp(llama_server: str, tmp_path: 
     (tmp_path / "models.yaml").write_text(yaml.safe_dump({"skills": skills}))
     bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}")
 
-    reply = bot.reply("l", "Question: What is the capital of France?")
+    reply = bot.reply("l", "Q: What is the capital of France?")
     assert reply.skill == "capitals" and "paris" in reply.text.lower()
     stream = bot.stream("l", "Write a haiku about the sea.")
     pieces = list(stream)
