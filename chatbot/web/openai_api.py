@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -129,8 +129,7 @@ def build_router(bot: Bot, app_state: Any) -> APIRouter:
                            param="model", code="model_not_found")
 
     @router.post("/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request,
-                               x_session_id: str | None = Header(default=None)) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, x_session_id: str | None = Header(default=None)) -> Any:
         """Route the last user message (model ``chatbot``) or ask one skill (model = its name)."""
         check_model(body.model)
         if body.messages[-1].role != "user" or not body.messages[-1].text().strip():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -30,7 +30,7 @@ def build_router(bot: Bot, app_state: Any) -> APIRouter:
     @router.post("/{session_id}/messages", response_model=Reply,
                  responses={200: {"content": {"text/event-stream": {}}, "description": "the Reply, or with `Accept: text/event-stream` "
                                   "`token` events (`{\"text\": …}`) then one `reply` event"}})
-    async def post_message(session_id: str, message: Message, request: Request, accept: str | None = Header(default=None)) -> Any:
+    async def post_message(session_id: str, message: Message, accept: str | None = Header(default=None)) -> Any:
         """Send a message; the reply comes back as JSON, or streamed as server-sent events."""
         if "text/event-stream" in (accept or ""):
             stream = bot.stream(session_id, message.text)
