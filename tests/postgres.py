@@ -10,23 +10,18 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from web_server import free_port
+
 
 def _bin(name: str) -> str | None:
     found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found if isinstance(found, str) else (found[-1] if found else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -44,7 +39,7 @@ def postgres_server() -> Iterator[str | None]:
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as Debian's `postgres` user
         shutil.chown(folder, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
     subprocess.run([*as_user, initdb, "-D", str(data), "-U", "chatbot", "--auth=trust", "-E", "UTF8"], **quiet)
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bot_helpers import REGISTRY, ScriptedBackend, write_registry
-from web_server import running
+from web_server import free_port, running
 
 from chatbot.backends.base import GenerationRequest
 from chatbot.backends.hosted import OpenAIBackend
@@ -50,9 +49,7 @@ def test_a_mixed_bot_answers_with_local_and_hosted_skills(server: str, tmp_path:
 
 
 def test_clear_errors_name_the_skill_and_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens there once closed
+    port = free_port()  # nothing listens there once closed
     request = GenerationRequest(prompt="hi", base_model="m", skill="faq")
     down = OpenAIBackend(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5)
     with pytest.raises(ChatbotError, match=rf"skill 'faq': cannot reach http://127.0.0.1:{port}/v1"):

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
+from web_server import free_port, server_process
 
 pytestmark = pytest.mark.slow
 JOB_NER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "job-ner" / "train.jsonl"
@@ -40,28 +39,10 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([CHATBOT, "serve", "--port", str(port)], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env=os.environ | {"CHATBOT_THREADS": str(os.cpu_count() or 1)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"chatbot serve did not start: {process.stderr.read().decode()[-2000:]}")
-        time.sleep(0.5)
-    try:
+    url = f"http://127.0.0.1:{free_port()}"
+    with server_process([CHATBOT, "serve", "--port", url.rsplit(":", 1)[1]], url + "/readyz", folder / "serve.log", cwd=folder,
+                        env=os.environ | {"CHATBOT_THREADS": str(os.cpu_count() or 1)}):
         yield url + "/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_openai_client_fine_tunes_and_uses_a_model(server: str, rows: Path) -> None:

@@ -8,16 +8,14 @@ builds it (pip caches the wheel). The server runs the SmolLM2 GGUF that `llm-smo
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+from web_server import free_port, server_process
 
 from chatbot.bot import Bot
 from chatbot.training.base_model import _BUNDLED, DEFAULT_BASE, _package_folder
@@ -40,30 +38,12 @@ def _ensure_llama_cpp_server() -> None:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _ensure_llama_cpp_server()
     package, filename = _BUNDLED[DEFAULT_BASE]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: the server logs a lot
-    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_package_folder(package) / filename),
-                               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/models", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"llama.cpp's server did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.5)
-    try:
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(_package_folder(package) / filename),
+            "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    with server_process(args, url + "/models", tmp_path_factory.mktemp("llama") / "server.log"):
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_an_openai_skill_answers_through_llama_cpp(llama_server: str, tmp_path: Path) -> None:

@@ -1,23 +1,53 @@
-"""A real uvicorn server on loopback, in a thread, for the web tests."""
+"""Real servers on loopback for the tests: uvicorn in a thread, or a server process."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server_process(args: list[str], probe: str, log: Path, timeout: float = 120, **popen: Any) -> Iterator[None]:
+    """Run *args* until *probe* answers 200; its output goes to *log* (a file: a full pipe would stall it)."""
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log.open("w"), **popen)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(probe, timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{' '.join(args[:3])} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @contextmanager
 def running(app: Any) -> Iterator[str]:
     """Serve *app* on a free loopback port; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -17,6 +18,7 @@ app = typer.Typer(help="Follow, list and cancel hosted fine-tuning jobs.\n\nExam
                   no_args_is_help=True)
 BaseUrl = Annotated[str | None, typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="the server's /v1 URL (default: OpenAI's)")]
 KeyEnv = Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")]
+T = TypeVar("T")
 RegistryOption = Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)]
 
 
@@ -26,10 +28,13 @@ def _client(base_url: str | None, api_key_env: str) -> Any:
     return client_for(base_url, api_key_env)
 
 
-def api_errors(client: Any) -> Any:
-    from chatbot.training.hosted import api_errors as translate
+def _jobs(base_url: str | None, api_key_env: str, call: Callable[[Any], T]) -> T:
+    """``call(client.fine_tuning.jobs)``, with the SDK's errors turned into one line naming the server."""
+    from chatbot.training.hosted import api_errors
 
-    return translate(client)
+    client = _client(base_url, api_key_env)
+    with api_errors(client):
+        return call(client.fine_tuning.jobs)
 
 
 def _when(stamp: int | None) -> str:
@@ -81,10 +86,7 @@ def list_jobs(base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_API_KEY", 
     Example: chatbot jobs list --base-url http://127.0.0.1:8000/v1
     """
     table = Table("job", "status", "base model", "fine-tuned model", "created", "finished")
-    client = _client(base_url, api_key_env)
-    with api_errors(client):
-        jobs = client.fine_tuning.jobs.list(limit=limit).data
-    for job in jobs:
+    for job in _jobs(base_url, api_key_env, lambda jobs: jobs.list(limit=limit).data):
         table.add_row(job.id, job.status, job.model, job.fine_tuned_model or "-", _when(job.created_at), _when(job.finished_at))
     console.print(table)
 
@@ -96,9 +98,7 @@ def show(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_AP
 
     Example: chatbot jobs show ftjob-abc123
     """
-    client = _client(base_url, api_key_env)
-    with api_errors(client):
-        job = client.fine_tuning.jobs.retrieve(job_id)
+    job = _jobs(base_url, api_key_env, lambda jobs: jobs.retrieve(job_id))
     console.out(json.dumps(job.model_dump(mode="json"), indent=2))
 
 
@@ -109,10 +109,7 @@ def events(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_
 
     Example: chatbot jobs events ftjob-abc123 --limit 20
     """
-    client = _client(base_url, api_key_env)
-    with api_errors(client):
-        page = client.fine_tuning.jobs.list_events(job_id, limit=limit).data
-    for event in reversed(page):
+    for event in reversed(_jobs(base_url, api_key_env, lambda jobs: jobs.list_events(job_id, limit=limit).data)):
         console.print(f"[dim]{_when(event.created_at)}[/] {escape(event.message)}", highlight=False)
 
 
@@ -123,7 +120,5 @@ def cancel(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_
 
     Example: chatbot jobs cancel ftjob-abc123
     """
-    client = _client(base_url, api_key_env)
-    with api_errors(client):
-        job = client.fine_tuning.jobs.cancel(job_id)
+    job = _jobs(base_url, api_key_env, lambda jobs: jobs.cancel(job_id))
     console.print(f"{job.id}: {job.status}")
