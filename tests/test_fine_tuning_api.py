@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,28 @@ def test_cancel_and_unknown_ids(server: tuple[openai.OpenAI, Bot, str]) -> None:
         client.fine_tuning.jobs.retrieve("ftjob-nope")
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.create(model=base, training_file="file-nope")
+
+
+def test_only_one_of_two_racing_status_changes_wins(db_url: str, tmp_path: Path) -> None:
+    """The worker starting a job and a client cancelling it race; exactly one wins and its status stays."""
+    store = FineTuningStore(db_url, tmp_path)
+    for n in range(20):
+        store.add_job({"id": f"ftjob-{n}", "created_at": n, "status": "queued"})
+        barrier = threading.Barrier(2)
+        won: dict[str, object] = {}
+
+        def change(status: str, job_id: str = f"ftjob-{n}") -> None:
+            barrier.wait()
+            won[status] = store.update_job(job_id, only_if=("queued",), status=status)
+
+        threads = [threading.Thread(target=change, args=(status,)) for status in ("running", "cancelled")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        winners = [status for status, job in won.items() if job is not None]
+        assert len(winners) == 1, won
+        assert store.job(f"ftjob-{n}")["status"] == winners[0]
 
 
 def test_jobs_survive_a_restart(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text, create_engine, select, text
+from sqlalchemy import JSON, Integer, String, Text, create_engine, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 ACTIVE = ("validating_files", "queued", "running")
@@ -139,11 +139,15 @@ class FineTuningStore:
     def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **changes: Any) -> dict[str, Any] | None:
         """Change fields of the job; with *only_if*, only while its status is one of those. Returns the job, or None if unchanged."""
         with self._session.begin() as db:
-            row = db.get(_Job, job_id, with_for_update=self.engine.dialect.name == "postgresql")
-            if row is None or (only_if and row.status not in only_if):
+            # Compare and set in one UPDATE: it takes the write lock (SQLite) or the row lock
+            # (PostgreSQL) before the status is tested, so a cancel and the worker never both win.
+            claim = update(_Job).where(_Job.id == job_id).values(status=changes.get("status", _Job.status))
+            if only_if:
+                claim = claim.where(_Job.status.in_(only_if))
+            if db.execute(claim.execution_options(synchronize_session=False)).rowcount == 0:
                 return None
+            row = db.get(_Job, job_id)
             row.body = {**row.body, **changes}
-            row.status = row.body["status"]
             return dict(row.body)
 
     def next_queued(self) -> dict[str, Any] | None:
