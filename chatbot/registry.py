@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chatbot.errors import ChatbotError
@@ -245,17 +248,31 @@ def save(registry: Registry, path: str | os.PathLike[str] | None = None) -> Path
     return file
 
 
+@contextmanager
+def editing(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = True) -> Iterator[Registry]:
+    """Load the registry, let the caller change it, and save it, all under a lock on the file.
+
+    Two writers (a server's fine-tuning worker, a ``chatbot`` command) thus never lose each
+    other's change. Nothing is saved when the block raises.
+    """
+    file = registry_path(path)
+    lock = file.parent / ".chatbot" / f"{file.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):
+        registry = load(file, missing_ok=missing_ok)
+        yield registry
+        save(registry, file)
+
+
 def register(skill: Skill, path: str | os.PathLike[str] | None = None) -> Registry:
     """Add or replace *skill* in the registry at *path*, creating the file when missing."""
-    registry = load(path, missing_ok=True)
-    registry.skills[skill.name] = skill
-    save(registry, registry.path)
+    with editing(path) as registry:
+        registry.skills[skill.name] = skill
     return registry
 
 
 def remove(name: str, path: str | os.PathLike[str] | None = None) -> Skill:
-    registry = load(path)
-    skill = registry.get(name)
-    del registry.skills[name]
-    save(registry, registry.path)
+    with editing(path, missing_ok=False) as registry:
+        skill = registry.get(name)
+        del registry.skills[name]
     return skill

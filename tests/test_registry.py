@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,21 @@ def test_remove_and_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pyt
 def test_bad_skill_name():
     with pytest.raises(ValueError):
         Skill(name="no spaces please", kind="qa")
+
+
+def test_writers_at_once_lose_no_skill(tmp_path: Path):
+    """A server's fine-tuning worker and a command may register skills at the same moment."""
+    path = tmp_path / "models.yaml"
+    names = [f"skill-{n}" for n in range(8)]
+    barrier = threading.Barrier(len(names))
+
+    def add(name: str) -> None:
+        barrier.wait()
+        registry.register(Skill(name=name, kind="qa"), path)
+
+    threads = [threading.Thread(target=add, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(registry.load(path).skills) == names

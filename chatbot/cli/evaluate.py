@@ -72,13 +72,12 @@ def evaluate(
         result = evaluate_skill(reg, name, data, BackendPool().for_skill(skill), baseline=baseline,
                                 on_example=lambda: progress.advance(task))
     if skill.training is not None:
-        reg = registry_io.load(reg.path)  # re-read: never overwrite a change made meanwhile
-        record = reg.get(name).training
-        assert record is not None
-        record.metrics = {"data_file": result["data_file"], "data_sha256": result["data_sha256"]} | _flat(result)
-        if baseline:
-            record.metrics["baseline"] = _flat(result["baseline"])
-        registry_io.save(reg)
+        with registry_io.editing(reg.path, missing_ok=False) as reg:  # read again: never overwrite a change made meanwhile
+            record = reg.get(name).training
+            assert record is not None
+            record.metrics = {"data_file": result["data_file"], "data_sha256": result["data_sha256"]} | _flat(result)
+            if baseline:
+                record.metrics["baseline"] = _flat(result["baseline"])
     if as_json:
         console.out(json.dumps(result, ensure_ascii=False, indent=2))
         return

@@ -106,20 +106,19 @@ def register(job: Any, *, base_url: str | None, api_key_env: str, registry_path:
     if "skill" not in meta or "kind" not in meta:
         raise ChatbotError(f"job {job.id} was not started by `chatbot train --hosted` (no skill name in its metadata)",
                            hint=f"register {job.fine_tuned_model} by hand in models.yaml with backend: openai")
-    registry = registry_io.load(registry_path, missing_ok=True)
-    previous = registry.skills.get(meta["skill"])
-    hp = job.hyperparameters.model_dump() if job.hyperparameters is not None else {}
-    skill = Skill(
-        name=meta["skill"], kind=meta["kind"], description=meta.get("description") or (previous.description if previous else ""),
-        backend="openai", model=job.fine_tuned_model, base_url=base_url if base_url and base_url.rstrip("/") != OPENAI_URL else None,
-        api_key_env=api_key_env, separator=meta.get("separator", DEFAULT_SEPARATOR), stop=[meta.get("stop", DEFAULT_STOP)],
-        generation=Generation(max_tokens=get_kind(meta["kind"]).default_max_tokens),
-        routing_examples=previous.routing_examples if previous else [], history_turns=previous.history_turns if previous else 0,
-        training=TrainingRecord(data_file=meta.get("data_file", ""), data_sha256=meta.get("data_sha256", ""), valid_file=meta.get("valid_file"),
-                                valid_sha256=meta.get("valid_sha256"), base_model=job.model,
-                                hyperparameters={k: v for k, v in hp.items() if v is not None} | {"job": job.id},
-                                duration_s=float((job.finished_at or job.created_at) - job.created_at)),
-    )
-    registry.skills[skill.name] = skill
-    registry_io.save(registry)
+    with registry_io.editing(registry_path) as registry:
+        previous = registry.skills.get(meta["skill"])
+        hp = job.hyperparameters.model_dump() if job.hyperparameters is not None else {}
+        skill = Skill(
+            name=meta["skill"], kind=meta["kind"], description=meta.get("description") or (previous.description if previous else ""),
+            backend="openai", model=job.fine_tuned_model, base_url=base_url if base_url and base_url.rstrip("/") != OPENAI_URL else None,
+            api_key_env=api_key_env, separator=meta.get("separator", DEFAULT_SEPARATOR), stop=[meta.get("stop", DEFAULT_STOP)],
+            generation=Generation(max_tokens=get_kind(meta["kind"]).default_max_tokens),
+            routing_examples=previous.routing_examples if previous else [], history_turns=previous.history_turns if previous else 0,
+            training=TrainingRecord(data_file=meta.get("data_file", ""), data_sha256=meta.get("data_sha256", ""), valid_file=meta.get("valid_file"),
+                                    valid_sha256=meta.get("valid_sha256"), base_model=job.model,
+                                    hyperparameters={k: v for k, v in hp.items() if v is not None} | {"job": job.id},
+                                    duration_s=float((job.finished_at or job.created_at) - job.created_at)),
+        )
+        registry.skills[skill.name] = skill
     return skill

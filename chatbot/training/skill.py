@@ -90,11 +90,10 @@ def train_skill(
             duration_s=result.duration_s,
         ),
     )
-    registry = registry_io.load(registry.path, missing_ok=True)  # the file may have changed while training
-    previous = registry.skills.get(name)
-    if previous is not None:  # retraining keeps what the user set by hand
-        kept = {"routing_examples", "history_turns", "ground_entities"} | ({"description"} if not description else set())
-        skill = skill.model_copy(update={key: getattr(previous, key) for key in kept})
-    registry.skills[name] = skill
-    registry_io.save(registry)
+    with registry_io.editing(registry.path) as registry:  # read again: the file may have changed while training
+        previous = registry.skills.get(name)
+        if previous is not None:  # retraining keeps what the user set by hand
+            kept = {"routing_examples", "history_turns", "ground_entities"} | ({"description"} if not description else set())
+            skill = skill.model_copy(update={key: getattr(previous, key) for key in kept})
+        registry.skills[name] = skill
     return skill
