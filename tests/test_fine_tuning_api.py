@@ -135,6 +135,26 @@ def test_only_one_of_two_racing_status_changes_wins(db_url: str, tmp_path: Path)
         assert store.job(f"ftjob-{n}")["status"] == winners[0]
 
 
+def test_a_job_whose_model_goes_into_service_can_no_longer_be_cancelled(tmp_path: Path, tiny_base: str) -> None:
+    store = FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    training = store.add_file("mood.jsonl", "fine-tune", jsonl(ROWS))
+    store.add_job({"id": "ftjob-late", "created_at": 1, "status": "validating_files", "model": tiny_base, "training_file": training["id"],
+                   "validation_file": None, "hyperparameters": {"n_epochs": 1, "batch_size": 2}, "metadata": {"kind": "classify"},
+                   "seed": 0, "user_provided_suffix": None, "error": None, "finished_at": None})
+    tried: list[object] = []
+    worker = JobWorker(store, tmp_path / "models.yaml", on_model=lambda skill: tried.append((skill.name, worker.cancel("ftjob-late"))))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while store.job("ftjob-late")["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    job = store.job("ftjob-late")
+    assert job["status"] == "succeeded", job["error"]
+    assert tried == [(job["fine_tuned_model"], None)]  # the cancel came while its model was being served: refused
+
+
 def test_jobs_survive_a_restart(tmp_path: Path) -> None:
     store = FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
     base = {"object": "fine_tuning.job", "model": "m", "training_file": "file-x", "validation_file": None, "hyperparameters": {},

@@ -121,8 +121,7 @@ def build_router(store: FineTuningStore, worker: JobWorker) -> APIRouter:
             "method": {"type": "supervised", "supervised": {"hyperparameters": hyper.model_dump()}},
             "metadata": {"kind": kind, **(body.metadata or {})},
         }
-        store.add_job(job)
-        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+        store.add_job(job, event=f"Created fine-tuning job: {job['id']}")
         worker.wake()
         return job
 
@@ -136,10 +135,12 @@ def build_router(store: FineTuningStore, worker: JobWorker) -> APIRouter:
 
     @router.post("/fine_tuning/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str) -> dict[str, Any]:
-        job = get_job(job_id)
+        get_job(job_id)  # 404 for an unknown id
         cancelled = worker.cancel(job_id)
         if cancelled is None:
-            raise APIError(400, f"job {job_id} has already ended ({job['status']})", param="fine_tuning_job_id")
+            finishing = worker.finishing(job_id)
+            why = "is finishing: its model is being put into service" if finishing else f"has already ended ({get_job(job_id)['status']})"
+            raise APIError(400, f"job {job_id} {why}", param="fine_tuning_job_id")
         return cancelled
 
     @router.get("/fine_tuning/jobs/{job_id}/events")

@@ -116,9 +116,13 @@ class FineTuningStore:
 
     # -- jobs --------------------------------------------------------------------------------------
 
-    def add_job(self, body: dict[str, Any]) -> dict[str, Any]:
+    def add_job(self, body: dict[str, Any], event: str | None = None) -> dict[str, Any]:
+        """Store a new job and, in the same transaction, its first event (before any the worker adds)."""
         with self._session.begin() as db:
             db.add(_Job(id=body["id"], created_at=body["created_at"], status=body["status"], body=body))
+            if event:
+                db.flush()
+                db.add(_event(body["id"], event))
         return body
 
     def job(self, job_id: str) -> dict[str, Any] | None:
@@ -163,7 +167,7 @@ class FineTuningStore:
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None) -> None:
         with self._session.begin() as db:
-            db.add(_Event(id=new_id("ftevent"), job_id=job_id, created_at=int(time.time()), level=level, message=message, type=type, data=data or {}))
+            db.add(_event(job_id, message, level=level, type=type, data=data))
 
     def events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
         """Newest first, as OpenAI lists them."""
@@ -184,6 +188,10 @@ class FineTuningStore:
             rows = list(db.scalars(select(_Checkpoint).where(_Checkpoint.job_id == job_id).order_by(_Checkpoint.step.desc())))
         return [{"id": r.id, "object": "fine_tuning.job.checkpoint", "created_at": r.created_at, "fine_tuned_model_checkpoint": r.model,
                  "fine_tuning_job_id": r.job_id, "metrics": r.metrics, "step_number": r.step} for r in rows]
+
+
+def _event(job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None) -> _Event:
+    return _Event(id=new_id("ftevent"), job_id=job_id, created_at=int(time.time()), level=level, message=message, type=type, data=data or {})
 
 
 def _file(row: _File) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
 from chatbot.finetuning.store import ACTIVE, FineTuningStore
 from chatbot.registry import Skill
@@ -45,6 +46,8 @@ class JobWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancel: set[str] = set()
+        self._lock = threading.Lock()  # a cancel and a job's last steps (serving its model) never overlap
+        self._finishing: str | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -61,12 +64,22 @@ class JobWorker:
         self._wake.set()
 
     def cancel(self, job_id: str) -> dict[str, Any] | None:
-        """Cancel a job that has not ended; a running one stops after its current step."""
-        job = self.store.update_job(job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time()))
+        """Cancel a job that has not ended; a running one stops after its current step.
+
+        None when it has ended, or when it is finishing: trained, its model being put into service.
+        """
+        with self._lock:
+            if job_id == self._finishing:
+                return None
+            job = self.store.update_job(job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time()))
+            if job is not None:
+                self._cancel.add(job_id)
         if job is not None:
-            self._cancel.add(job_id)
             self.store.add_event(job_id, "Job cancelled")
         return job
+
+    def finishing(self, job_id: str) -> bool:
+        return job_id == self._finishing
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -143,22 +156,35 @@ class JobWorker:
                                 registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
                                 on_step=on_step, on_epoch=on_epoch)
         except _Cancelled:
-            shutil.rmtree(self.registry_path.parent / "adapters" / name, ignore_errors=True)
+            self._discard(name)
             return
         except ChatbotError as exc:
             self._fail(job_id, "training_failed", str(exc))
             return
-        if job_id in self._cancel:  # cancelled during the last step: do not serve it
-            return
-        resolved = skill.training.hyperparameters if skill.training else {}
-        valid_loss = skill.training.valid_loss[-1] if skill.training and skill.training.valid_loss else None
-        self.store.add_checkpoint(job_id, name, len(losses), {"train_loss": losses[-1] if losses else None, "valid_loss": valid_loss})
-        if self.on_model:
-            self.on_model(skill)  # served from now on
-        self.store.add_event(job_id, f"New fine-tuned model created: {name}")
-        self.store.add_event(job_id, "The job has successfully completed")
-        self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
-                              hyperparameters={k: resolved.get(k, v) for k, v in hp.items()})
+        with self._lock:
+            if job_id in self._cancel:  # cancelled after the last step: its model is never served
+                self._discard(name)
+                return
+            self._finishing = job_id
+        try:
+            resolved = skill.training.hyperparameters if skill.training else {}
+            valid_loss = skill.training.valid_loss[-1] if skill.training and skill.training.valid_loss else None
+            self.store.add_checkpoint(job_id, name, len(losses), {"train_loss": losses[-1] if losses else None, "valid_loss": valid_loss})
+            if self.on_model:
+                self.on_model(skill)  # served from now on
+            self.store.add_event(job_id, f"New fine-tuned model created: {name}")
+            self.store.add_event(job_id, "The job has successfully completed")
+            self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
+                                  hyperparameters={k: resolved.get(k, v) for k, v in hp.items()})
+        finally:
+            self._finishing = None
+
+    def _discard(self, name: str) -> None:
+        """Undo what the training of a cancelled job wrote: its skill in models.yaml and its adapter."""
+        if name in registry_io.load(self.registry_path, missing_ok=True).skills:
+            with registry_io.editing(self.registry_path) as registry:
+                registry.skills.pop(name, None)
+        shutil.rmtree(self.registry_path.parent / "adapters" / name, ignore_errors=True)
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
         job = self.store.update_job(job_id, only_if=ACTIVE, status="failed", finished_at=int(time.time()),
