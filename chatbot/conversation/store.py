@@ -125,7 +125,9 @@ class ConversationStore:
                 cursor.close()
 
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        # A turn holds one connection for its session's advisory lock and takes a second to read and
+        # write: room for both in each of a server's 32 worker threads (``create_app(workers=...)``).
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=70)
 
     @contextmanager
     def locked(self, session_id: str) -> Iterator[None]:
