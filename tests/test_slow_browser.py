@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,20 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-component-update", "--disable-sync"]
 
 
+class HalfwayBackend(ScriptedBackend):
+    """Holds each reply after its first two words until the test lets it go on."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.05)
+        self.go_on = threading.Event()
+
+    def stream(self, request):  # noqa: ANN001, ANN201
+        for n, piece in enumerate(super().stream(request)):
+            if n == 2:
+                self.go_on.wait(timeout=30)
+            yield piece
+
+
 def test_type_see_a_streamed_reply_reload_see_the_history(tmp_path: Path) -> None:
     if CHROMIUM is None:
         if os.environ.get("CHATBOT_REQUIRE_CHROMIUM"):
@@ -30,7 +45,7 @@ def test_type_see_a_streamed_reply_reload_see_the_history(tmp_path: Path) -> Non
     from playwright.sync_api import expect, sync_playwright
 
     write_registry(tmp_path)
-    bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}", backends={"local": ScriptedBackend(delay=0.3)})
+    bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}", backends={"local": (backend := HalfwayBackend())})
     with running(create_app(bot)) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page()
@@ -39,7 +54,8 @@ def test_type_see_a_streamed_reply_reload_see_the_history(tmp_path: Path) -> Non
         page.keyboard.press("Enter")
         reply = page.locator(".bot").first
         expect(reply).to_contain_text("We are", timeout=10_000)  # part of the reply shows ...
-        assert "9 to 6." not in reply.inner_text()  # ... before the rest has been generated
+        assert "open 9 to 6." not in reply.inner_text()  # ... before the rest has been generated
+        backend.go_on.set()
         expect(reply.locator(".meta")).to_contain_text("shop · score", timeout=10_000)
         assert reply.inner_text().startswith("We are open 9 to 6.")
 
