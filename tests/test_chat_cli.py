@@ -51,3 +51,25 @@ def test_chat_without_skills_says_what_to_do(tmp_path: Path) -> None:
     write_registry(tmp_path, skills={})
     result = runner.invoke(app, ["chat"], input="hi\n")
     assert result.exit_code == 2 and "no skills registered" in result.output
+
+
+def test_terminal_chat_streams_replies_and_runs_slash_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The prompt-toolkit loop, fed keystrokes through a pipe as if typed."""
+    from bot_helpers import ScriptedBackend
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from chatbot.bot import Bot
+    from chatbot.cli.chat import _interactive
+
+    write_registry(tmp_path)
+    bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}", backends={"local": ScriptedBackend()})
+    with create_pipe_input() as keys, create_app_session(input=keys, output=DummyOutput()):
+        keys.send_text("When are you open?\r\r/history\r/quit\rnever read\r")
+        _interactive(bot, "typed")
+    shown = capsys.readouterr().out
+    assert "bot ›  We are open 9 to 6." in shown and "shop · score" in shown
+    assert "│ 1 │ When are you open?" in shown  # /history's table
+    assert [(t.user, t.skill) for t in bot.session("typed").history] == [("When are you open?", "shop")]  # nothing after /quit
+    bot.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import nullcontext
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,22 +63,31 @@ def _one_line(text: str) -> str:
     return " / ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-def _lines(bot: Bot, session_id: str) -> None:
-    """Scripted use: one message per input line, one reply per output line."""
-    err_console.print(f"session {session_id}", highlight=False)
-    for line in sys.stdin:
-        text = line.strip()
+def _converse(bot: Bot, session_id: str, messages: Iterable[str], answer: Callable[[str, str], None], *, plain: bool) -> None:
+    """The loop of both modes: blank lines skipped, slash commands run, every other message answered."""
+    for message in messages:
+        text = message.strip()
         if not text:
             continue
         if text.startswith("/"):
-            session_id, done = _command(bot, session_id, text, plain=True)
+            session_id, done = _command(bot, session_id, text, plain=plain)
             if done:
-                break
+                return
             continue
+        answer(session_id, text)
+
+
+def _lines(bot: Bot, session_id: str) -> None:
+    """Scripted use: one message per input line, one reply per output line."""
+    err_console.print(f"session {session_id}", highlight=False)
+
+    def answer(session_id: str, text: str) -> None:
         try:
             print(_one_line(bot.reply(session_id, text).text), flush=True)
         except ChatbotError as exc:
             print(f"error: {exc}", flush=True)
+
+    _converse(bot, session_id, sys.stdin, answer, plain=True)
 
 
 def _interactive(bot: Bot, session_id: str) -> None:
@@ -101,26 +111,26 @@ def _interactive(bot: Bot, session_id: str) -> None:
     known = bot.session(session_id)
     status = f"continuing session {session_id} ({known.turns} turns)" if known else f"new session {session_id}"
     console.print(f"[dim]{escape(status)} · /skills /route /history /reset /quit · Alt-Enter for a new line[/]")
-    while True:
-        try:
-            text = prompt.prompt("you › ").strip()
-        except EOFError:
-            break
-        except KeyboardInterrupt:
-            continue
-        if not text:
-            continue
-        if text.startswith("/"):
-            session_id, done = _command(bot, session_id, text, plain=False)
-            if done:
-                break
-            continue
+
+    def typed() -> Iterator[str]:
+        while True:
+            try:
+                text = prompt.prompt("you › ")
+            except EOFError:
+                return
+            except KeyboardInterrupt:
+                continue
+            yield text
+
+    def answer(session_id: str, text: str) -> None:
         try:
             _streamed(bot, session_id, text)
         except ChatbotError as exc:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         except KeyboardInterrupt:
             console.print("\n[dim](interrupted: this turn was not stored)[/]")
+
+    _converse(bot, session_id, typed(), answer, plain=False)
 
 
 def _streamed(bot: Bot, session_id: str, text: str) -> None:
