@@ -253,15 +253,17 @@ def editing(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = Tr
     """Load the registry, let the caller change it, and save it, all under a lock on the file.
 
     Two writers (a server's fine-tuning worker, a ``chatbot`` command) thus never lose each
-    other's change. Nothing is saved when the block raises.
+    other's change. Nothing is saved when the block raises or changes nothing.
     """
     file = registry_path(path)
     lock = file.parent / ".chatbot" / f"{file.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):
         registry = load(file, missing_ok=missing_ok)
+        before = registry.model_dump()
         yield registry
-        save(registry, file)
+        if registry.model_dump() != before:
+            save(registry, file)
 
 
 def register(skill: Skill, path: str | os.PathLike[str] | None = None) -> Registry:

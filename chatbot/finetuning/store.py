@@ -121,7 +121,6 @@ class FineTuningStore:
         with self._session.begin() as db:
             db.add(_Job(id=body["id"], created_at=body["created_at"], status=body["status"], body=body))
             if event:
-                db.flush()
                 db.add(_event(body["id"], event))
         return body
 

@@ -181,9 +181,8 @@ class JobWorker:
 
     def _discard(self, name: str) -> None:
         """Undo what the training of a cancelled job wrote: its skill in models.yaml and its adapter."""
-        if name in registry_io.load(self.registry_path, missing_ok=True).skills:
-            with registry_io.editing(self.registry_path) as registry:
-                registry.skills.pop(name, None)
+        with registry_io.editing(self.registry_path) as registry:
+            registry.skills.pop(name, None)
         shutil.rmtree(self.registry_path.parent / "adapters" / name, ignore_errors=True)
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
