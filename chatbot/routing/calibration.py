@@ -49,18 +49,11 @@ def oos_f1_at(threshold: float, in_score: np.ndarray, oos_score: np.ndarray) -> 
 
 
 def macro_f1_at(threshold: float, true: np.ndarray, pred: np.ndarray, score: np.ndarray, oos: int) -> float:
-    """Macro-F1 over all labels (``oos`` = the out-of-scope label) when rejecting below *threshold*."""
+    """Macro-F1 over the labels present (``oos`` = the out-of-scope label) when rejecting below *threshold*."""
+    from sklearn.metrics import f1_score
+
     routed = np.where(score >= threshold, pred, oos)
-    return float(_macro_f1(true, routed, oos + 1))
-
-
-def _macro_f1(true: np.ndarray, pred: np.ndarray, n: int) -> float:
-    tp = np.bincount(true[true == pred], minlength=n).astype(float)
-    support = np.bincount(true, minlength=n).astype(float)
-    predicted = np.bincount(pred, minlength=n).astype(float)
-    present = (support + predicted) > 0
-    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(n), where=present)
-    return float(f1[present].mean())
+    return float(f1_score(true, routed, average="macro", zero_division=0))
 
 
 def calibrate(in_true: np.ndarray, in_pred: np.ndarray, in_score: np.ndarray, oos_score: np.ndarray,
