@@ -24,13 +24,11 @@ from chatbot.answer import skill_request
 from chatbot.backends.base import Backend
 from chatbot.backends.pool import BackendPool
 from chatbot.conversation import ConversationStore, Session, SessionInfo, Timings
+from chatbot.defaults import DATA_DIR, MAX_MESSAGE_CHARS
 from chatbot.errors import ChatbotError
 from chatbot.registry import Registry, Skill
-from chatbot.routing import Candidate, Route, router_for_registry
+from chatbot.routing import Candidate, ProgressCallback, Route, router_for_registry
 from chatbot.skills import build_prompt
-
-DATA_DIR = ".chatbot"
-MAX_MESSAGE_CHARS = 8000
 
 
 class Router(Protocol):
@@ -44,8 +42,8 @@ class _NoSkills:
         return Route(skill=None, score=0.0, threshold=0.0, in_scope=False, runners_up=[])
 
 
-def _router(registry: Registry, cache_dir: Path, progress: bool) -> Router:
-    return router_for_registry(registry, cache_dir=cache_dir, progress=progress) if registry.skills else _NoSkills()
+def _router(registry: Registry, cache_dir: Path, on_progress: ProgressCallback | None) -> Router:
+    return router_for_registry(registry, cache_dir=cache_dir, on_progress=on_progress) if registry.skills else _NoSkills()
 
 
 class Reply(BaseModel):
@@ -129,12 +127,13 @@ class Bot:
         data_dir: str | Path | None = None,
         backends: Mapping[str, Backend] | None = None,
         router: Router | None = None,
-        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
         allow_empty: bool = False,
     ) -> Bot:
         """The bot of ``models.yaml`` at *path*; state in *db* (a URL) or ``<registry folder>/.chatbot/chatbot.db``.
 
         *backends* replace the backend of a kind (``{"local": LocalBackend("cuda")}``); others are made as needed.
+        *on_progress* hears of long steps of fitting the router (``(what, done, total)``).
         With *allow_empty*, a missing or empty registry gives a bot whose every answer is the fallback.
         """
         registry = registry_io.load(path, missing_ok=allow_empty)
@@ -143,13 +142,13 @@ class Bot:
         folder = Path(data_dir) if data_dir else registry.path.parent / DATA_DIR
         store = ConversationStore.open(db, folder)
         if router is None:
-            router = _router(registry, folder / "cache", progress)
+            router = _router(registry, folder / "cache", on_progress)
         return cls(registry, router=router, store=store, backends=BackendPool(backends), data_dir=folder)
 
     def reload(self) -> None:
         """Re-read models.yaml and update the router (only new skills' examples are embedded)."""
         registry = registry_io.load(self.registry.path, missing_ok=True)
-        router = _router(registry, self.data_dir / "cache", False)
+        router = _router(registry, self.data_dir / "cache", None)
         self.registry, self.router = registry, router
 
     # -- answering -------------------------------------------------------------------------------

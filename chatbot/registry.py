@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -19,13 +18,15 @@ import yaml
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from chatbot.defaults import DATA_DIR, DEFAULT_ENCODER, REGISTRY_ENV
+from chatbot.defaults import REGISTRY_FILE as DEFAULT_REGISTRY
 from chatbot.errors import ChatbotError
-from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KINDS
-from chatbot.training.base_model import DEFAULT_BASE
+from chatbot.files import atomic_write_text
+from chatbot.runtime.base_models import DEFAULT_BASE
+from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KIND_NAMES, KINDS, SkillKind
 
-REGISTRY_ENV = "CHATBOT_REGISTRY"
-DEFAULT_REGISTRY = "models.yaml"
-SkillKindName = Literal["qa", "classify", "generate", "extract"]
+SkillKindName = Literal[KIND_NAMES]  # type: ignore[valid-type]  # the names of chatbot.skills.KINDS
+HAND_SET = ("routing_examples", "history_turns", "ground_entities", "description")  # what retraining keeps
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -96,8 +97,19 @@ class Skill(BaseModel):
         return self.model if self.backend == "openai" and self.model else self.base_model
 
     @property
-    def skill_kind(self):  # noqa: ANN201 - chatbot.skills.SkillKind
+    def skill_kind(self) -> SkillKind:
         return KINDS[self.kind]
+
+    def keeping_hand_set(self, previous: Skill | None, *, description_given: bool) -> Skill:
+        """This newly trained skill, with the fields of *previous* that a user sets by hand (:data:`HAND_SET`).
+
+        Retraining a skill, locally or on a server, must not lose them; the description is kept
+        unless a new one was given.
+        """
+        if previous is None:
+            return self
+        kept = [key for key in HAND_SET if key != "description" or not description_given]
+        return self.model_copy(update={key: getattr(previous, key) for key in kept})
 
 
 DEFAULT_FALLBACK_REPLY = "Sorry, I can't help with that."
@@ -107,7 +119,7 @@ class RouterConfig(BaseModel):
     """How messages are routed to skills, and when none fits."""
 
     model_config = ConfigDict(extra="forbid")
-    encoder: str = Field(default="all-MiniLM-L6-v2", description="sentence encoder: a name known to the router or a local folder")
+    encoder: str = Field(default=DEFAULT_ENCODER, description="sentence encoder: a name known to the router or a local folder")
     threshold: float | None = Field(default=None, description="fixed out-of-scope threshold; calibrated when the router is built if unset")
     out_of_scope: list[str] = Field(default_factory=list, description="messages no skill should take, used to calibrate the threshold")
     out_of_scope_file: str | None = Field(default=None, description="more such messages: a text file (one per line) or JSONL with a `text` field, relative to the registry")
@@ -226,7 +238,7 @@ _Dumper.add_representer(str, _str)
 
 
 def save(registry: Registry, path: str | os.PathLike[str] | None = None) -> Path:
-    """Write the registry atomically: a temporary file in the same folder, then a rename."""
+    """Write the registry atomically (see :func:`chatbot.files.atomic_write`): the old file or the new, never a mix."""
     file = registry_path(path or registry.path)
     file.parent.mkdir(parents=True, exist_ok=True)
     data = registry.model_dump(mode="json", exclude_none=True)
@@ -234,16 +246,7 @@ def save(registry: Registry, path: str | os.PathLike[str] | None = None) -> Path
         skill.pop("name", None)
     text = "# The skills of this bot. Edit by hand or with `chatbot train` / `chatbot registry`.\n"
     text += yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(file, text)
     registry.path = file
     return file
 
@@ -256,7 +259,7 @@ def editing(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = Tr
     other's change. Nothing is saved when the block raises or changes nothing.
     """
     file = registry_path(path)
-    lock = file.parent / ".chatbot" / f"{file.name}.lock"
+    lock = file.parent / DATA_DIR / f"{file.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):
         registry = load(file, missing_ok=missing_ok)

@@ -14,8 +14,8 @@ from bot_helpers import REGISTRY, write_registry
 from web_server import running
 
 from chatbot.bot import Bot
-from chatbot.finetuning.store import FineTuningStore
-from chatbot.finetuning.worker import JobWorker
+from chatbot.jobs.store import JobStore
+from chatbot.jobs.worker import JobWorker
 from chatbot.web import create_app
 
 ROWS = [
@@ -115,7 +115,7 @@ def test_cancel_and_unknown_ids(server: tuple[openai.OpenAI, Bot, str]) -> None:
 
 def test_only_one_of_two_racing_status_changes_wins(db_url: str, tmp_path: Path) -> None:
     """The worker starting a job and a client cancelling it race; exactly one wins and its status stays."""
-    store = FineTuningStore(db_url, tmp_path)
+    store = JobStore(db_url, tmp_path)
     for n in range(20):
         store.add_job({"id": f"ftjob-{n}", "created_at": n, "status": "queued"})
         barrier = threading.Barrier(2)
@@ -136,7 +136,7 @@ def test_only_one_of_two_racing_status_changes_wins(db_url: str, tmp_path: Path)
 
 
 def test_a_job_whose_model_goes_into_service_can_no_longer_be_cancelled(tmp_path: Path, tiny_base: str) -> None:
-    store = FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    store = JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
     training = store.add_file("mood.jsonl", "fine-tune", jsonl(ROWS))
     store.add_job({"id": "ftjob-late", "created_at": 1, "status": "validating_files", "model": tiny_base, "training_file": training["id"],
                    "validation_file": None, "hyperparameters": {"n_epochs": 1, "batch_size": 2}, "metadata": {"kind": "classify"},
@@ -156,12 +156,12 @@ def test_a_job_whose_model_goes_into_service_can_no_longer_be_cancelled(tmp_path
 
 
 def test_jobs_survive_a_restart(tmp_path: Path) -> None:
-    store = FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    store = JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
     base = {"object": "fine_tuning.job", "model": "m", "training_file": "file-x", "validation_file": None, "hyperparameters": {},
             "metadata": {}, "error": None, "finished_at": None}
     store.add_job(base | {"id": "ftjob-running", "created_at": 1, "status": "running"})
     store.add_job(base | {"id": "ftjob-queued", "created_at": 2, "status": "validating_files"})
-    worker = JobWorker(FineTuningStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path), tmp_path / "models.yaml")  # the server restarts
+    worker = JobWorker(JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path), tmp_path / "models.yaml")  # the server restarts
     worker.start()
     try:
         died = store.job("ftjob-running")

@@ -1,6 +1,6 @@
 import pytest
 
-from chatbot.evaluation.metrics import classify_metrics, extract_metrics, generate_metrics, qa_metrics
+from chatbot.skills.metrics import classify_metrics, extract_metrics, generate_metrics, qa_metrics
 
 STOP = [" END"]
 

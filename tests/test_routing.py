@@ -18,7 +18,7 @@ from chatbot.routing import Router, RouterSettings, router_for_registry
 from chatbot.routing.cache import EmbeddingCache
 from chatbot.routing.calibration import calibrate
 from chatbot.routing.encoder import Encoder
-from chatbot.routing.evaluate import as_examples, evaluate, read_labelled
+from chatbot.routing.accuracy import as_examples, evaluate, read_labelled
 
 runner = CliRunner(env={"COLUMNS": "250"})
 

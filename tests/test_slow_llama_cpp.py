@@ -18,7 +18,7 @@ import yaml
 from web_server import free_port, server_process
 
 from chatbot.bot import Bot
-from chatbot.training.base_model import _BUNDLED, DEFAULT_BASE, _package_folder
+from chatbot.runtime.base_models import _BUNDLED, DEFAULT_BASE, _package_folder
 
 pytestmark = pytest.mark.slow
 

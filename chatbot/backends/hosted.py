@@ -7,21 +7,18 @@ with exponential backoff on 408/409/429/5xx and lost connections, come from the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
 from chatbot.errors import ChatbotError
-
-OPENAI_URL = "https://api.openai.com/v1"
-NO_KEY = "unused"  # local servers accept any key; the SDK insists on one
+from chatbot.runtime.openai_client import api_errors, make_client, server_url
 
 
 class OpenAIBackend:
     def __init__(self, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", api: Literal["completions", "chat"] = "completions",
                  timeout: float = 120.0, max_retries: int = 3) -> None:
-        self.base_url = (base_url or OPENAI_URL).rstrip("/")
+        self.base_url = server_url(base_url)
         self.api_key_env = api_key_env
         self.api = api
         self.timeout, self.max_retries = timeout, max_retries
@@ -30,18 +27,18 @@ class OpenAIBackend:
     def client(self, skill: str | None = None) -> Any:
         """The SDK client; a clear error when OpenAI's own server is used without a key."""
         if self._client is None:
-            import openai
-
-            key = os.environ.get(self.api_key_env)
-            if not key and self.base_url == OPENAI_URL:
-                raise ChatbotError(f"{_who(skill)}{self.base_url} needs an API key: ${self.api_key_env} is not set",
-                                   hint=f"export {self.api_key_env}=sk-…, or set api_key_env / base_url for the skill in models.yaml")
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=key or NO_KEY, timeout=self.timeout, max_retries=self.max_retries)
+            self._client = make_client(self.base_url, self.api_key_env, skill=skill, timeout=self.timeout, max_retries=self.max_retries,
+                                       key_hint=f"export {self.api_key_env}=sk-…, or set api_key_env / base_url for the skill in models.yaml")
         return self._client
 
-    def _call(self, request: GenerationRequest, stream: bool) -> Any:
-        import openai
+    def preload(self, base: str, adapter: str | None = None) -> None:
+        """Nothing to load here: the server holds the model."""
 
+    def count_tokens(self, base: str, text: str) -> int:
+        """The server's tokenizer is not known here: words stand in for tokens."""
+        return len(text.split())
+
+    def _call(self, request: GenerationRequest, stream: bool) -> Any:
         params: dict[str, Any] = {"model": request.base_model, "max_tokens": request.max_tokens, "temperature": request.temperature,
                                   "top_p": request.top_p, "stream": stream}
         if request.stop:
@@ -49,7 +46,8 @@ class OpenAIBackend:
         if request.seed is not None:
             params["seed"] = request.seed
         client = self.client(request.skill)
-        try:
+        with api_errors(self.base_url, skill=request.skill, api_key_env=self.api_key_env, model=request.base_model,
+                        url_hint="is the server running, and is base_url right?"):
             if self.api == "chat":
                 if request.logprobs is not None:
                     params |= {"logprobs": True, "top_logprobs": request.logprobs}
@@ -57,17 +55,6 @@ class OpenAIBackend:
             if request.logprobs is not None:
                 params["logprobs"] = request.logprobs
             return client.completions.create(prompt=request.prompt, **params)
-        except openai.APIConnectionError as exc:
-            raise ChatbotError(f"{_who(request.skill)}cannot reach {self.base_url}: {exc.__cause__ or exc}",
-                               hint="is the server running, and is base_url right?") from None
-        except openai.AuthenticationError:
-            raise ChatbotError(f"{_who(request.skill)}{self.base_url} rejected the API key in ${self.api_key_env}",
-                               hint="check the key") from None
-        except openai.NotFoundError:
-            raise ChatbotError(f"{_who(request.skill)}{self.base_url} has no model {request.base_model!r}",
-                               hint="check `model:` in models.yaml against the server's /v1/models") from None
-        except openai.APIStatusError as exc:
-            raise ChatbotError(f"{_who(request.skill)}{self.base_url} answered {exc.status_code}: {_message(exc)}") from None
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         import openai
@@ -81,7 +68,8 @@ class OpenAIBackend:
                 if piece:
                     yield piece
         except openai.APIError as exc:  # the stream broke off midway
-            raise ChatbotError(f"{_who(request.skill)}{self.base_url}: the stream failed: {exc}") from None
+            who = f"skill {request.skill!r}: " if request.skill else ""
+            raise ChatbotError(f"{who}{self.base_url}: the stream failed: {exc}") from None
 
     def complete(self, request: GenerationRequest) -> Completion:
         response = self._call(request, stream=False)
@@ -97,13 +85,3 @@ class OpenAIBackend:
                           prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
                           logprobs=logprobs)
 
-
-def _who(skill: str | None) -> str:
-    return f"skill {skill!r}: " if skill else ""
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error", {}).get("message") or body)
-    return str(exc)

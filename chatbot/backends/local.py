@@ -90,8 +90,7 @@ class LocalBackend:
     """Runs requests on local base models with per-request LoRA adapters."""
 
     def __init__(self, device: str | None = None) -> None:
-        from chatbot.training.base_model import default_device
-        from chatbot.training.trainer import set_threads
+        from chatbot.runtime.device import default_device, set_threads
 
         set_threads()
         self.device = device or default_device()
@@ -101,7 +100,7 @@ class LocalBackend:
         self._lock = threading.RLock()
 
     def _model(self, base: str, adapter: str | None) -> tuple[Any, Any, str | None]:
-        from chatbot.training.base_model import load_model, load_tokenizer
+        from chatbot.runtime.base_models import load_model, load_tokenizer
 
         if base not in self._models:
             self._tokenizers[base] = load_tokenizer(base)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chatbot.cli import ask, chat, data, evaluate, jobs, registry, route, serve, sessions, train
+from chatbot.cli import ask, chat, data, evaluation, jobs, registry, route, serve, sessions, train
 from chatbot.cli.common import quiet_libraries
 
 app = typer.Typer(
@@ -18,7 +18,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(registry.app, name="registry")
 app.add_typer(route.app, name="route")
 app.command("train")(train.train)
-app.command("eval")(evaluate.evaluate)
+app.command("eval")(evaluation.evaluate)
 app.command("ask")(ask.ask)
 app.command("chat")(chat.chat)
 app.add_typer(sessions.app, name="sessions")

@@ -13,13 +13,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors
+from chatbot.cli.common import DB_HELP, REGISTRY_HELP, console, err_console, handle_errors, progress_bars
 from chatbot.errors import ChatbotError
 
 if TYPE_CHECKING:
     from chatbot.bot import Bot, Reply
 
-DB_HELP = "database URL for conversations, e.g. postgresql+psycopg://user@host/db (default: $CHATBOT_DB, else .chatbot/chatbot.db beside the registry)"
 COMMANDS = {
     "/skills": "list the skills",
     "/route TEXT": "show which skill would answer TEXT and why (no TEXT: the last message)",
@@ -46,8 +45,9 @@ def chat(
     from chatbot.bot import Bot
 
     interactive = sys.stdin.isatty()
-    with err_console.status("loading the router and the skills…") if interactive else nullcontext():
-        bot = Bot.from_registry(registry, db=db, progress=interactive)
+    with err_console.status("loading the router and the skills…") if interactive else nullcontext(), \
+            progress_bars(min_total=1) if interactive else nullcontext() as on_progress:
+        bot = Bot.from_registry(registry, db=db, on_progress=on_progress)
         bot.warm_up()
     session_id = session or f"chat-{uuid.uuid4().hex[:8]}"
     try:

@@ -6,12 +6,14 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from chatbot.errors import ChatbotError
 
@@ -20,6 +22,7 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 REGISTRY_HELP = "models.yaml to use (default: $CHATBOT_REGISTRY, else ./models.yaml)"
+DB_HELP = "database URL for conversations, e.g. postgresql+psycopg://user@host/db (default: $CHATBOT_DB, else .chatbot/chatbot.db beside the registry)"
 
 
 def quiet_libraries() -> None:
@@ -37,6 +40,32 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+
+
+PROGRESS_MIN = 256  # steps of fewer items (texts to embed, training steps) pass too fast for a bar
+
+
+@contextmanager
+def progress_bars(min_total: int = PROGRESS_MIN) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``(what, done, total)`` callback for library code, drawn as transient rich bars on stderr."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err_console, transient=True)
+    tasks: dict[str, TaskID] = {}
+
+    def report(what: str, done: int, total: int) -> None:
+        if total < min_total:
+            return
+        if what not in tasks:
+            progress.start()
+            tasks[what] = progress.add_task(what, total=total)
+        progress.update(tasks[what], completed=done, total=total)
+        if done >= total:
+            progress.remove_task(tasks.pop(what))
+
+    try:
+        yield report
+    finally:
+        progress.stop()
 
 
 def handle_errors(func: F) -> F:

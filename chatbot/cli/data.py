@@ -21,7 +21,7 @@ from chatbot.data.template import render_table
 from chatbot.cli.common import decode_escapes, handle_errors
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP
-from chatbot.training.base_model import DEFAULT_BASE
+from chatbot.runtime.base_models import DEFAULT_BASE
 
 app = typer.Typer(
     name="data",
@@ -38,7 +38,7 @@ def token_counter(base: str | None) -> tuple[TokenCounter | None, int | None]:
     if base is None:
         return None, None
     try:
-        from chatbot.training.base_model import token_counter as load_counter
+        from chatbot.runtime.base_models import token_counter as load_counter
 
         return load_counter(base)
     except ImportError as exc:

@@ -23,17 +23,17 @@ RegistryOption = Annotated[str | None, typer.Option("--registry", help=REGISTRY_
 
 
 def _client(base_url: str | None, api_key_env: str) -> Any:
-    from chatbot.training.hosted import client_for
+    from chatbot.runtime.openai_client import make_client
 
-    return client_for(base_url, api_key_env)
+    return make_client(base_url, api_key_env)
 
 
 def _jobs(base_url: str | None, api_key_env: str, call: Callable[[Any], T]) -> T:
     """``call(client.fine_tuning.jobs)``, with the SDK's errors turned into one line naming the server."""
-    from chatbot.training.hosted import api_errors
+    from chatbot.runtime.openai_client import api_errors
 
     client = _client(base_url, api_key_env)
-    with api_errors(client):
+    with api_errors(base_url):
         return call(client.fine_tuning.jobs)
 
 

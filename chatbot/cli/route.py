@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors
+from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors, progress_bars
 from chatbot.errors import ChatbotError
 
 DEFAULT_COMMAND = "message"
@@ -64,7 +64,8 @@ def message(
     if not text.strip():
         raise ChatbotError("the message is empty", hint='chatbot route "your message"')
     reg = registry_io.load(registry)
-    router = router_for_registry(reg, cache_dir=cache_dir)
+    with progress_bars() as on_progress:
+        router = router_for_registry(reg, cache_dir=cache_dir, on_progress=on_progress)
     route = router.route(text)
     if as_json:
         console.out(json.dumps(route.model_dump(), ensure_ascii=False))
@@ -117,7 +118,7 @@ def evaluate(
     Example: chatbot route eval --train clinc150/train.jsonl --test clinc150/validation.jsonl
     """
     from chatbot import registry as registry_io
-    from chatbot.routing.evaluate import evaluate_files, evaluate_registry
+    from chatbot.routing.accuracy import evaluate_files, evaluate_registry
     from chatbot.routing.router import RouterSettings
 
     if finetune not in ("auto", "always", "never"):
@@ -126,12 +127,14 @@ def evaluate(
         raise ChatbotError("give both --train and --test, or neither (to evaluate the registry's router)")
     if train is not None and test is not None:
         settings = RouterSettings(finetune=finetune, threshold=threshold)  # type: ignore[arg-type]
-        report = evaluate_files(train, test, settings, cache_dir=cache_dir)
+        with progress_bars() as on_progress:
+            report = evaluate_files(train, test, settings, cache_dir=cache_dir, on_progress=on_progress)
     else:
         reg = registry_io.load(registry)
         if threshold is not None:
             reg.router.threshold = threshold
-        report = evaluate_registry(reg, cache_dir=cache_dir)
+        with progress_bars() as on_progress:
+            report = evaluate_registry(reg, cache_dir=cache_dir, on_progress=on_progress)
     data = report.model_dump()
     if as_json:
         console.out(json.dumps(data, ensure_ascii=False, indent=2))

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from chatbot.cli.chat import DB_HELP
-from chatbot.cli.common import REGISTRY_HELP, err_console, handle_errors
+from chatbot.cli.common import DB_HELP, REGISTRY_HELP, err_console, handle_errors
 
 
 @handle_errors

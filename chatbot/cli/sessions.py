@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from chatbot.cli.chat import DB_HELP
-from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
+from chatbot.cli.common import DB_HELP, REGISTRY_HELP, console, handle_errors
 from chatbot.errors import ChatbotError
 
 app = typer.Typer(help="List, show and delete stored conversations.\n\nExample: chatbot sessions list", no_args_is_help=True)
@@ -19,7 +18,7 @@ DbOption = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
 
 def _store(registry: str | None, db: str | None):  # noqa: ANN202 - ConversationStore
     from chatbot import registry as registry_io
-    from chatbot.bot import DATA_DIR
+    from chatbot.defaults import DATA_DIR
     from chatbot.conversation import ConversationStore
 
     reg = registry_io.load(registry, missing_ok=True)

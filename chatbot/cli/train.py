@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
 from chatbot.errors import ChatbotError
 from chatbot.skills import KINDS
-from chatbot.training.base_model import DEFAULT_BASE
+from chatbot.runtime.base_models import DEFAULT_BASE
 from chatbot.training.hyperparams import Hyperparameters
 
 _OPTION = {"n_epochs": "--epochs", "batch_size": "--batch-size", "learning_rate_multiplier": "--learning-rate-multiplier",
@@ -66,11 +66,12 @@ def train(
                          prompt_loss_weight=prompt_loss_weight, seed=seed)
     if hosted:
         from chatbot.cli.jobs import follow_and_register
-        from chatbot.training.hosted import client_for, start_job
+        from chatbot.runtime.openai_client import make_client
+        from chatbot.training.hosted import start_job
 
         explicit = {k for k, v in {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
                                    "prompt_loss_weight": prompt_loss_weight, "seed": seed}.items() if v is not None}
-        client = client_for(base_url, api_key_env)
+        client = make_client(base_url, api_key_env)
         job = start_job(client, name=name, kind=kind, data=data, valid=valid, base=base, hyperparameters=hp, explicit=explicit,
                         suffix=suffix, description=description, registry_path=registry, force=force)
         console.print(f"created job {job.id} on {client.base_url} (base {base})")

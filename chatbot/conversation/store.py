@@ -15,16 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, func, select, text
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from chatbot.conversation.locks import SessionLocks
 from chatbot.conversation.records import Session, SessionInfo, Timings, Turn, merge_entities
+from chatbot.database import create_tables, database_url, open_engine
+from chatbot.defaults import DATA_DIR
 from chatbot.errors import ChatbotError
 
-DB_ENV = "CHATBOT_DB"
-DATA_DIR = ".chatbot"
 MAX_SESSION_ID = 200
 
 
@@ -73,35 +72,17 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-def database_url(db: str | None, data_dir: Path) -> str:
-    """*db* (a URL or an SQLite file path), else ``$CHATBOT_DB``, else ``<data_dir>/chatbot.db``."""
-    db = db or os.environ.get(DB_ENV)
-    if not db:
-        return f"sqlite:///{(data_dir / 'chatbot.db').resolve()}"
-    return db if "://" in db else f"sqlite:///{Path(db).resolve()}"
-
-
 class ConversationStore:
     """Sessions and their turns in a SQL database."""
 
     def __init__(self, url: str, *, lock_dir: Path | None = None) -> None:
         self.url = url
-        try:
-            self.engine: Engine = self._engine(url)
-        except (ArgumentError, ImportError) as exc:
-            raise ChatbotError(f"cannot use database {url!r}: {exc}", hint="pass e.g. sqlite:///chat.db or postgresql+psycopg://user@host/db") from None
+        self.engine: Engine = open_engine(url)
         if self.engine.dialect.name == "sqlite" and lock_dir is None and self.engine.url.database not in (None, "", ":memory:"):
             lock_dir = Path(self.engine.url.database).parent / "locks"
         self._locks = SessionLocks(self.engine, lock_dir)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        try:
-            with self.engine.begin() as conn:
-                if self.engine.dialect.name == "postgresql":  # several processes may create the tables at once
-                    conn.execute(text("SELECT pg_advisory_xact_lock(727210)"))
-                _Base.metadata.create_all(conn)
-        except OperationalError as exc:
-            raise ChatbotError(f"cannot open database {self.engine.url.render_as_string(hide_password=True)}: {exc.orig}",
-                               hint="check the URL, that the server runs and that the folder is writable") from None
+        create_tables(self.engine, _Base.metadata, 727210)
 
     @classmethod
     def open(cls, db: str | None = None, data_dir: str | os.PathLike[str] = DATA_DIR) -> ConversationStore:
@@ -110,24 +91,6 @@ class ConversationStore:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return cls(url)
-
-    @staticmethod
-    def _engine(url: str) -> Engine:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-            @event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
-                cursor.execute("PRAGMA synchronous=FULL")  # a committed turn survives a power cut
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
-
-            return engine
-        # A turn holds one connection for its session's advisory lock and takes a second to read and
-        # write: room for both in each of a server's 32 worker threads (``create_app(workers=...)``).
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=70)
 
     @contextmanager
     def locked(self, session_id: str) -> Iterator[None]:

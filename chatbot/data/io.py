@@ -12,15 +12,15 @@ import csv
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from chatbot.errors import ChatbotError
+from chatbot.files import atomic_write
 
 FIELDS = ("prompt", "completion")
 SUFFIXES = (".jsonl", ".jsonlines", ".json", ".csv", ".tsv", ".xlsx", ".txt")
@@ -326,29 +326,11 @@ def _text(path: str | Path, record: Record, field: str) -> str:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write *rows* as UTF-8 JSON lines, atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, _file_mode(path))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    def write(handle: IO[bytes]) -> None:
+        for row in rows:
+            handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
 
-
-def _file_mode(path: Path) -> int:
-    """The permissions for *path*: those it has, or what the umask gives a new file (mkstemp uses 0600)."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    atomic_write(path, write)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

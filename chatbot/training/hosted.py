@@ -12,45 +12,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from chatbot import registry as registry_io
-from chatbot.backends.hosted import NO_KEY, OPENAI_URL
 from chatbot.errors import ChatbotError
+from chatbot.files import file_sha256
 from chatbot.registry import Generation, Skill, TrainingRecord
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, get_kind
+from chatbot.runtime.openai_client import OPENAI_URL, api_errors
 from chatbot.training.hyperparams import Hyperparameters
-from chatbot.training.trainer import file_sha256
 
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-def client_for(base_url: str | None, api_key_env: str = "OPENAI_API_KEY") -> Any:
-    import openai
-
-    url = (base_url or OPENAI_URL).rstrip("/")
-    key = os.environ.get(api_key_env)
-    if not key and url == OPENAI_URL:
-        raise ChatbotError(f"{url} needs an API key: ${api_key_env} is not set", hint=f"export {api_key_env}=sk-…, or pass --base-url")
-    return openai.OpenAI(base_url=url, api_key=key or NO_KEY, max_retries=3, timeout=120)
-
-
-@contextmanager
-def api_errors(client: Any) -> Iterator[None]:
-    """Turn the SDK's connection and status errors into one clear line naming the server."""
-    import openai
-
-    url = str(client.base_url).rstrip("/")
-    try:
-        yield
-    except openai.APIConnectionError as exc:
-        raise ChatbotError(f"cannot reach {url}: {exc.__cause__ or exc}", hint="is the server running, and is --base-url right?") from None
-    except openai.APIStatusError as exc:
-        body = exc.body if isinstance(exc.body, dict) else {}
-        raise ChatbotError(f"{url} answered {exc.status_code}: {body.get('message') or exc.message}") from None
 
 
 def start_job(client: Any, *, name: str, kind: str, data: Path, valid: Path | None, base: str, hyperparameters: Hyperparameters,
@@ -65,7 +39,7 @@ def start_job(client: Any, *, name: str, kind: str, data: Path, valid: Path | No
     if name in registry.skills and not force:
         raise ChatbotError(f"{registry.path}: skill {name!r} exists already", hint="pick another name, or pass --force to replace it")
     report = check_or_fail(data, valid, lambda text: max(1, len(text) // 4), 1 << 20, kind)  # the server's tokenizer is unknown here
-    with api_errors(client):
+    with api_errors(str(client.base_url)):
         training = client.files.create(file=(data.name, data.read_bytes()), purpose="fine-tune")
         validation = client.files.create(file=(valid.name, valid.read_bytes()), purpose="fine-tune") if valid else None
         hp = {k: v for k, v in hyperparameters.model_dump().items() if k in explicit}
@@ -83,7 +57,7 @@ def start_job(client: Any, *, name: str, kind: str, data: Path, valid: Path | No
 def follow(client: Any, job_id: str, on_event: Callable[[Any], None], *, poll: float = 2.0) -> Any:
     """Report the job's events in order, until it ends; returns the final job."""
     seen: set[str] = set()
-    with api_errors(client):
+    with api_errors(str(client.base_url)):
         while True:
             job = client.fine_tuning.jobs.retrieve(job_id)
             events = list(client.fine_tuning.jobs.list_events(job_id, limit=100).data)
@@ -110,15 +84,15 @@ def register(job: Any, *, base_url: str | None, api_key_env: str, registry_path:
         previous = registry.skills.get(meta["skill"])
         hp = job.hyperparameters.model_dump() if job.hyperparameters is not None else {}
         skill = Skill(
-            name=meta["skill"], kind=meta["kind"], description=meta.get("description") or (previous.description if previous else ""),
+            name=meta["skill"], kind=meta["kind"], description=meta.get("description") or "",
             backend="openai", model=job.fine_tuned_model, base_url=base_url if base_url and base_url.rstrip("/") != OPENAI_URL else None,
             api_key_env=api_key_env, separator=meta.get("separator", DEFAULT_SEPARATOR), stop=[meta.get("stop", DEFAULT_STOP)],
             generation=Generation(max_tokens=get_kind(meta["kind"]).default_max_tokens),
-            routing_examples=previous.routing_examples if previous else [], history_turns=previous.history_turns if previous else 0,
             training=TrainingRecord(data_file=meta.get("data_file", ""), data_sha256=meta.get("data_sha256", ""), valid_file=meta.get("valid_file"),
                                     valid_sha256=meta.get("valid_sha256"), base_model=job.model,
                                     hyperparameters={k: v for k, v in hp.items() if v is not None} | {"job": job.id},
                                     duration_s=float((job.finished_at or job.created_at) - job.created_at)),
         )
+        skill = skill.keeping_hand_set(previous, description_given=bool(meta.get("description")))
         registry.skills[skill.name] = skill
     return skill

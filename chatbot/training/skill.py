@@ -12,11 +12,12 @@ from pathlib import Path
 
 from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
+from chatbot.files import file_sha256
 from chatbot.registry import Generation, Skill, TrainingRecord
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, get_kind
-from chatbot.training.base_model import DEFAULT_BASE, token_counter
+from chatbot.runtime.base_models import DEFAULT_BASE, token_counter
 from chatbot.training.hyperparams import Hyperparameters
-from chatbot.training.trainer import ProgressCallback, file_sha256, train_lora
+from chatbot.training.trainer import EpochCallback, ProgressCallback, train_lora
 
 
 def check_or_fail(data: Path, valid: Path | None, count: Callable[[str], int], context: int, kind: str | None = None):  # noqa: ANN201 - data.check.Report
@@ -45,7 +46,7 @@ def train_skill(
     description: str = "",
     force: bool = False,
     on_step: ProgressCallback | None = None,
-    on_epoch: Callable[[int, float, float | None], None] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> Skill:
     """Check *data*, fine-tune a LoRA adapter for skill *name* and register it."""
     from chatbot.data.io import load_examples
@@ -91,9 +92,6 @@ def train_skill(
         ),
     )
     with registry_io.editing(registry.path) as registry:  # read again: the file may have changed while training
-        previous = registry.skills.get(name)
-        if previous is not None:  # retraining keeps what the user set by hand
-            kept = {"routing_examples", "history_turns", "ground_entities"} | ({"description"} if not description else set())
-            skill = skill.model_copy(update={key: getattr(previous, key) for key in kept})
-        registry.skills[name] = skill
+        registry.skills[name] = skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description))
+        skill = registry.skills[name]
     return skill

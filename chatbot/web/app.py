@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from chatbot.bot import Bot
-from chatbot.web import errors, openai_api, rest_api
+from chatbot.web import errors, openai_api, sessions_api
 
 
 def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32) -> FastAPI:
@@ -49,10 +49,10 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
 
     worker = None
     if fine_tuning and bot.registry.path is not None:
-        from chatbot.finetuning.store import FineTuningStore
-        from chatbot.finetuning.worker import JobWorker
+        from chatbot.jobs.store import JobStore
+        from chatbot.jobs.worker import JobWorker
 
-        jobs = FineTuningStore(bot.store.url, bot.data_dir)
+        jobs = JobStore(bot.store.engine, bot.data_dir)  # one engine, one pool for conversations and jobs
         worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload())
         worker.start()
 
@@ -87,9 +87,9 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
         return resources.files("chatbot.web").joinpath("static/index.html").read_text(encoding="utf-8")
 
     app.include_router(openai_api.build_router(bot, state))
-    app.include_router(rest_api.build_router(bot, state))
+    app.include_router(sessions_api.build_router(bot, state))
     if worker is not None:
-        from chatbot.finetuning.api import build_router as fine_tuning_router
+        from chatbot.web.fine_tuning_api import build_router as fine_tuning_router
 
         app.include_router(fine_tuning_router(worker.store, worker))
     return app

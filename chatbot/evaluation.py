@@ -10,7 +10,7 @@ from typing import Any
 from chatbot.answer import skill_request
 from chatbot.backends.base import Backend
 from chatbot.registry import Registry
-from chatbot.training.trainer import file_sha256
+from chatbot.files import file_sha256
 
 
 def evaluate_skill(

@@ -1,21 +1,17 @@
-"""The skill kinds, in one table: how a prompt is built, how a completion is parsed, which metric fits.
+"""The legacy fine-tuning format: how a prompt is built and how each kind's completion is parsed.
 
-A *skill* is a fine-tuned completion model plus its prompt format. Every kind shares the legacy
-fine-tuning conventions: the prompt ends with a fixed separator, the completion starts with a
-space and ends with a stop sequence. What differs per kind lives in :data:`KINDS`.
+Every kind shares the conventions: the prompt ends with a fixed separator, the completion starts
+with a space and ends with a stop sequence. What a completion means differs per kind: the text
+itself (qa, generate), a label (classify) or typed entities (extract).
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
-
-from chatbot.errors import ChatbotError
 
 DEFAULT_SEPARATOR = "\n\n###\n\n"
 DEFAULT_STOP = " END"
@@ -110,36 +106,3 @@ def format_entities(entities: dict[str, list[str]]) -> str:
     if not any(entities.values()):
         return NO_ENTITY
     return "\n".join(f"{k}:{list(vals)!r}" for k, vals in entities.items() if vals)
-
-
-@dataclass(frozen=True)
-class SkillKind:
-    """Everything that differs between kinds of skill."""
-
-    name: str
-    description: str
-    parse: Callable[[str, Sequence[str], str | None], Parsed]  # (completion, stop, source text)
-    metric: str  # the headline metric key of chatbot.evaluation.metrics for this kind
-    default_max_tokens: int
-    streams: bool  # the answer shown is the completion itself, so it can be shown token by token
-
-    def score(self, predictions: Sequence[str], references: Sequence[str], stop: Sequence[str],
-              sources: Sequence[str] | None = None) -> dict[str, Any]:
-        from chatbot.evaluation.metrics import METRICS
-
-        return METRICS[self.name](predictions, references, stop, sources)
-
-
-KINDS: dict[str, SkillKind] = {
-    "qa": SkillKind("qa", "answers questions directly from question/answer pairs", parse_text, "token_f1", 64, True),
-    "classify": SkillKind("classify", "puts the text in one of a few classes", parse_label, "accuracy", 8, False),
-    "generate": SkillKind("generate", "writes text from an instruction", parse_text, "rougeL", 128, True),
-    "extract": SkillKind("extract", "extracts typed entities, one `type:['a', 'b']` line each", parse_entities, "micro_f1", 256, False),
-}
-
-
-def get_kind(name: str) -> SkillKind:
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise ChatbotError(f"unknown skill kind {name!r}", hint=f"use one of: {', '.join(KINDS)}") from None

@@ -13,13 +13,13 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatbot.finetuning.store import FineTuningStore, new_id
-from chatbot.finetuning.worker import JobWorker
-from chatbot.training.base_model import DEFAULT_BASE
+from chatbot.jobs.store import JobStore, new_id
+from chatbot.jobs.worker import JobWorker
+from chatbot.runtime.base_models import DEFAULT_BASE
+from chatbot.skills import DEFAULT_KIND, KIND_NAMES
 from chatbot.web.errors import APIError
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
-KINDS = ("qa", "classify", "generate", "extract")
 
 
 class JobHyperparameters(BaseModel):
@@ -45,14 +45,14 @@ class CreateJob(BaseModel):
     method: JobMethod | None = None
     suffix: str | None = Field(default=None, max_length=64)
     seed: int | None = None
-    metadata: dict[str, str] | None = Field(default=None, description='`{"kind": "qa|classify|generate|extract"}` picks the skill kind (default generate)')
+    metadata: dict[str, str] | None = Field(default=None, description=f'`{{"kind": "{"|".join(KIND_NAMES)}"}}` picks the skill kind (default {DEFAULT_KIND})')
 
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": data, "has_more": has_more}
 
 
-def build_router(store: FineTuningStore, worker: JobWorker) -> APIRouter:
+def build_router(store: JobStore, worker: JobWorker) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["files and fine-tuning (OpenAI-compatible)"])
 
     def get_file(file_id: str, param: str = "file_id") -> dict[str, Any]:
@@ -104,9 +104,9 @@ def build_router(store: FineTuningStore, worker: JobWorker) -> APIRouter:
         get_file(body.training_file, "training_file")
         if body.validation_file:
             get_file(body.validation_file, "validation_file")
-        kind = (body.metadata or {}).get("kind", "generate")
-        if kind not in KINDS:
-            raise APIError(400, f"metadata.kind '{kind}' is not one of {', '.join(KINDS)}", param="metadata")
+        kind = (body.metadata or {}).get("kind", DEFAULT_KIND)
+        if kind not in KIND_NAMES:
+            raise APIError(400, f"metadata.kind '{kind}' is not one of {', '.join(KIND_NAMES)}", param="metadata")
         hyper = body.hyperparameters
         if hyper is None and body.method and body.method.supervised:
             hyper = JobHyperparameters.model_validate(body.method.supervised.get("hyperparameters") or {})

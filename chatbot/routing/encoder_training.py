@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot.routing.encoder import Encoder, _bar, embed
+from chatbot.routing.encoder import Encoder, ProgressCallback, embed
 from chatbot.routing.head import SCALE, centroids
 
 
 def finetune(encoder: Encoder, texts: list[str], labels: np.ndarray, n_classes: int, target: Path, encoder_id: str, *,
              init: np.ndarray | None = None, epochs: int = 2, lr: float = 5e-5, batch_size: int = 32, scale: float = SCALE,
-             seed: int = 0, progress: bool = False) -> None:
+             seed: int = 0, on_progress: ProgressCallback | None = None) -> None:
     """Write a fine-tuned copy of *encoder* to folder *target* (``prototypes.npy`` inside)."""
     import torch
     from transformers import AutoModel
@@ -40,10 +40,9 @@ def finetune(encoder: Encoder, texts: list[str], labels: np.ndarray, n_classes: 
     total = max(1, epochs * per_epoch)
     warmup = max(1, int(0.06 * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
-    bar = _bar(total, "fine-tuning the encoder") if progress else None
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    started = time.monotonic()
+    started, step = time.monotonic(), 0
     for _ in range(epochs):
         order = torch.randperm(len(texts), generator=generator).tolist()
         for start in range(0, len(order), batch_size):
@@ -55,10 +54,9 @@ def finetune(encoder: Encoder, texts: list[str], labels: np.ndarray, n_classes: 
             loss.backward()
             opt.step()
             sched.step()
-            if bar:
-                bar[0].advance(bar[1])
-    if bar:
-        bar[0].stop()
+            step += 1
+            if on_progress:
+                on_progress("fine-tuning the encoder", step, total)
     model.eval()
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)

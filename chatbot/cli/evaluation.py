@@ -61,7 +61,7 @@ def evaluate(
     from chatbot import registry as registry_io
     from chatbot.backends.pool import BackendPool
     from chatbot.data.io import load_examples
-    from chatbot.evaluation.evaluate import evaluate_skill
+    from chatbot.evaluation import evaluate_skill
 
     reg = registry_io.load(registry)
     skill = reg.get(name)

@@ -22,6 +22,7 @@ from chatbot.data.io import read_records
 from chatbot.errors import ChatbotError
 from chatbot.registry import Registry
 from chatbot.routing.calibration import Calibration
+from chatbot.routing.encoder import ProgressCallback
 from chatbot.routing.router import Route, Router, RouterSettings
 
 OOS = "oos"
@@ -113,14 +114,14 @@ def latency(router: Router, texts: Sequence[str], n: int = LATENCY_SAMPLE, seed:
 
 def evaluate(examples: dict[str, list[str]], oos: list[str], test: Sequence[Labelled], *, train_name: str, test_name: str,
              settings: RouterSettings | None = None, cache_dir: str | os.PathLike[str] | None = None,
-             progress: bool | None = None) -> RoutingReport:
+             on_progress: ProgressCallback | None = None) -> RoutingReport:
     """Fit a router on the training side, then score it on *test* (never seen while fitting)."""
     if not examples:
         raise ChatbotError(f"{train_name}: no in-scope examples to train on", hint=f"label some rows with a skill, not {OOS!r}")
     if not test:
         raise ChatbotError(f"{test_name}: no test messages")
     started = time.monotonic()
-    router = Router.fit(examples, oos, settings, cache_dir=cache_dir, progress=progress)
+    router = Router.fit(examples, oos, settings, cache_dir=cache_dir, on_progress=on_progress)
     fit_seconds = time.monotonic() - started
     routes = router.route_many([row.text for row in test])
     metrics = score(routes, [row.label for row in test])
@@ -135,11 +136,11 @@ def evaluate(examples: dict[str, list[str]], oos: list[str], test: Sequence[Labe
 
 
 def evaluate_files(train: str | os.PathLike[str], test: str | os.PathLike[str], settings: RouterSettings | None = None, *,
-                   cache_dir: str | os.PathLike[str] | None = None, progress: bool | None = None) -> RoutingReport:
+                   cache_dir: str | os.PathLike[str] | None = None, on_progress: ProgressCallback | None = None) -> RoutingReport:
     """Train on one ``{"text", "label"}`` file, report on another."""
     examples, oos = as_examples(read_labelled(train))
     return evaluate(examples, oos, read_labelled(test), train_name=str(train), test_name=str(test), settings=settings,
-                    cache_dir=cache_dir, progress=progress)
+                    cache_dir=cache_dir, on_progress=on_progress)
 
 
 def _split(texts: list[str], share: float, seed: str) -> tuple[list[str], list[str]]:
@@ -179,7 +180,7 @@ def registry_split(registry: Registry, share: float = 0.2) -> tuple[dict[str, li
 
 
 def evaluate_registry(registry: Registry, *, cache_dir: str | os.PathLike[str] | None = None,
-                      progress: bool | None = None) -> RoutingReport:
+                      on_progress: ProgressCallback | None = None) -> RoutingReport:
     """Evaluate the bot's router on messages held out from its skills (see :func:`registry_split`)."""
     from chatbot.routing.cache import default_cache_dir
     from chatbot.routing.from_registry import settings_for
@@ -187,4 +188,4 @@ def evaluate_registry(registry: Registry, *, cache_dir: str | os.PathLike[str] |
     train, oos, test, description = registry_split(registry)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(registry.path)
     return evaluate(train, oos, test, train_name=f"{registry.path} (training side)", test_name=description,
-                    settings=settings_for(registry), cache_dir=folder, progress=progress)
+                    settings=settings_for(registry), cache_dir=folder, on_progress=on_progress)

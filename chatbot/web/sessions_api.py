@@ -10,12 +10,13 @@ from pydantic import BaseModel, Field
 
 from chatbot.bot import Bot, Reply
 from chatbot.conversation import Session, SessionInfo
+from chatbot.defaults import MAX_MESSAGE_CHARS
 from chatbot.web.errors import APIError
 from chatbot.web.streaming import in_thread, iterate_in_thread, sse
 
 
 class Message(BaseModel):
-    text: str = Field(min_length=1, max_length=8000, examples=["Are you open on Sundays?"])
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, examples=["Are you open on Sundays?"])
 
 
 def build_router(bot: Bot, app_state: Any) -> APIRouter:

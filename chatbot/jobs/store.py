@@ -1,7 +1,8 @@
 """Uploaded files and fine-tuning jobs, with their events and checkpoints, in the server's database.
 
 File contents live in the data folder (``<data>/files/<id>``); everything else in SQL, so that jobs
-survive a restart of the server. Objects come out in OpenAI's shapes (plain dicts).
+survive a restart of the server. A server passes the conversation store's engine, so both share
+one pool. Objects come out in OpenAI's shapes (plain dicts).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text, create_engine, select, text, update
+from sqlalchemy import JSON, Engine, Integer, String, Text, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from chatbot.database import create_tables, open_engine
 
 ACTIVE = ("validating_files", "queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -66,16 +69,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-class FineTuningStore:
-    def __init__(self, url: str, data_dir: Path) -> None:
-        self.engine = create_engine(url, **({"connect_args": {"timeout": 30, "check_same_thread": False}} if url.startswith("sqlite") else {"pool_pre_ping": True}))
+class JobStore:
+    def __init__(self, db: Engine | str, data_dir: Path) -> None:
+        """*db*: the engine to share (a server's conversation store's), or a database URL."""
+        self.engine = db if isinstance(db, Engine) else open_engine(db)
         self.files_dir = data_dir / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(727211)"))
-            _Base.metadata.create_all(conn)
+        create_tables(self.engine, _Base.metadata, 727211)
 
     # -- files -------------------------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
-from chatbot.finetuning.store import ACTIVE, FineTuningStore
+from chatbot.jobs.store import ACTIVE, JobStore
 from chatbot.registry import Skill
+from chatbot.skills import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
 EVENT_EVERY_STEPS = 5
@@ -39,7 +40,7 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
 
 
 class JobWorker:
-    def __init__(self, store: FineTuningStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None) -> None:
+    def __init__(self, store: JobStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None) -> None:
         self.store = store
         self.registry_path = registry_path
         self.on_model = on_model
@@ -102,7 +103,7 @@ class JobWorker:
         return self.store.file_path(job["training_file"]), self.store.file_path(valid) if valid else None
 
     def _validate(self, job: dict[str, Any]) -> None:
-        from chatbot.training.base_model import token_counter
+        from chatbot.runtime.base_models import token_counter
         from chatbot.training.skill import check_or_fail
 
         self.store.add_event(job["id"], "Validating training file: " + job["training_file"])
@@ -152,7 +153,7 @@ class JobWorker:
                                  data={"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss})
 
         try:
-            skill = train_skill(name, job["metadata"].get("kind", "generate"), data, valid=valid, base=job["model"], hyperparameters=hyper,
+            skill = train_skill(name, job["metadata"].get("kind", DEFAULT_KIND), data, valid=valid, base=job["model"], hyperparameters=hyper,
                                 registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
                                 on_step=on_step, on_epoch=on_epoch)
         except _Cancelled:

@@ -1,6 +1,6 @@
 """One metric function per skill kind. Each takes raw completions (predicted and reference),
 parses them the way the kind does, and returns a JSON-ready dict whose headline key is the
-kind's ``metric`` in :data:`chatbot.skills.KINDS`.
+kind's ``metric`` in :data:`chatbot.skills.kinds.KINDS`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chatbot.skills import parse_entities, parse_label, parse_text
+from chatbot.skills.formats import parse_entities, parse_label, parse_text
 
 Metric = Callable[[Sequence[str], Sequence[str], Sequence[str], Sequence[str] | None], dict[str, Any]]
 
@@ -74,7 +74,7 @@ def extract_metrics(predictions: Sequence[str], references: Sequence[str], stop:
     """Entity-level micro precision/recall/F1 over the set of (type, value) pairs of each example.
 
     With *sources*, predicted values not found in their source text are dropped first, as they
-    are when the skill answers (see :func:`chatbot.skills.parse_entities`).
+    are when the skill answers (see :func:`chatbot.skills.formats.parse_entities`).
     """
     tp = fp = fn = 0
     per_type: dict[str, Counter[str]] = {}
@@ -116,10 +116,3 @@ def generate_metrics(predictions: Sequence[str], references: Sequence[str], stop
         "n": len(refs),
     }
 
-
-METRICS: dict[str, Metric] = {
-    "qa": qa_metrics,
-    "classify": classify_metrics,
-    "extract": extract_metrics,
-    "generate": generate_metrics,
-}

@@ -1,1 +1,0 @@
-"""Scoring a skill on held-out data with the metric that fits its kind."""
