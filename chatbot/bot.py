@@ -244,10 +244,8 @@ class Bot:
     def warm_up(self, on_skill: Callable[[str], Any] | None = None) -> None:
         """Load every skill's model now, so the first reply is not slow."""
         for skill in self.registry.skills.values():
-            backend = self.backend_for(skill)
-            if hasattr(backend, "preload"):
-                adapter = self.registry.adapter_path(skill)
-                backend.preload(skill.base_model, str(adapter) if adapter else None)
+            adapter = self.registry.adapter_path(skill)
+            self.backend_for(skill).preload(skill.model_id, str(adapter) if adapter else None)
             if on_skill:
                 on_skill(skill.name)
 

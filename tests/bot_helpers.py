@@ -73,6 +73,12 @@ class ScriptedBackend:
             time.sleep(self.delay)
             yield " " + word
 
+    def preload(self, base: str, adapter: str | None = None) -> None:
+        pass
+
+    def count_tokens(self, base: str, text: str) -> int:
+        return len(text.split())
+
     def complete(self, request: GenerationRequest) -> Completion:
         text = "".join(self.stream(request))
         return Completion(text=text, finish_reason="stop", prompt_tokens=len(request.prompt.split()), completion_tokens=len(text.split()))

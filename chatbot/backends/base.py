@@ -41,9 +41,20 @@ class Completion(BaseModel):
 
 
 class Backend(Protocol):
+    """Where a model runs: every caller (the bot, evaluation, the web API) goes through these four methods."""
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         """Yield the completion's text piece by piece; the stop sequence itself is never yielded."""
         ...
 
     def complete(self, request: GenerationRequest) -> Completion:
+        """The whole completion, with its finish reason and token counts."""
+        ...
+
+    def preload(self, base: str, adapter: str | None = None) -> None:
+        """Load *base* (and *adapter*) now rather than on the first request; a no-op where nothing loads here."""
+        ...
+
+    def count_tokens(self, base: str, text: str) -> int:
+        """How many tokens *text* is for *base* (an estimate where the tokenizer is not known here)."""
         ...
