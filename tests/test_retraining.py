@@ -61,3 +61,51 @@ def test_hosted_retraining_keeps_the_hand_set_fields(tmp_path: Path, description
         assert found.backend == "openai" and found.model == "ft:booking-1"
         expected = HAND | ({"description": description} if description else {})
         assert {key: getattr(found, key) for key in HAND} == expected
+
+
+QUESTIONS = ["What are your opening hours?", "Where is the shop?", "Do you repair e-bikes?", "Can I pay by card?"]
+
+
+def _write(path: Path, answers: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": q + "\n\n###\n\n", "completion": f" {a} END"}) + "\n" for q, a in zip(QUESTIONS, answers)))
+    return path
+
+
+def test_retraining_while_a_bot_holds_the_skill_serves_the_new_adapter(tiny_base: str, tmp_path: Path):
+    """The next reply comes from the new weights, no request fails meanwhile, and the old weights leave memory."""
+    import threading
+
+    from chatbot.bot import Bot
+    from chatbot.training.hyperparams import Hyperparameters
+    from chatbot.training.skill import train_skill
+
+    hp = Hyperparameters(n_epochs=40, batch_size=2, learning_rate_multiplier=1, lora_r=8, lora_dropout=0.0)
+    path = tmp_path / "models.yaml"
+    old = _write(tmp_path / "old.jsonl", ["We open at 9am", "On the high street", "Yes we do", "Yes by card"])
+    new = _write(tmp_path / "new.jsonl", ["positive", "negative", "a red mug", "no entity"])
+    train_skill("shop", "qa", old, base=tiny_base, hyperparameters=hp, registry_path=path)
+    bot = Bot.from_registry(path, router=SimpleNamespace(route=None))  # asked by name: no router needed
+    assert bot.reply_once(QUESTIONS[0], skill="shop").text == "We open at 9am"
+
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            try:
+                bot.reply_once(QUESTIONS[1], skill="shop")
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                failures.append(exc)
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        train_skill("shop", "qa", new, base=tiny_base, hyperparameters=hp, registry_path=path, force=True)
+        bot.reload()
+        assert bot.reply_once(QUESTIONS[0], skill="shop").text == "positive"
+    finally:
+        stop.set()
+        asker.join()
+    assert not failures
+    model = bot.backend_for(bot.registry.get("shop"))._models[tiny_base]
+    assert len(model.peft_config) == 1  # the old adapter was deleted, not kept beside the new one

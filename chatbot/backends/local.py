@@ -2,7 +2,10 @@
 
 Each base model is loaded once; every adapter of a skill is attached to it by name
 (peft multi-adapter) the first time it is asked for, and activated for the request that needs it.
-A lock serialises requests, since the active adapter is state of the shared model.
+An adapter whose files changed since it was loaded (a skill retrained under the same name) is
+loaded again and the old copy deleted, so the next request gets the new weights; while the folder
+is being swapped, the copy in memory keeps answering. A lock serialises requests, since the active
+adapter is state of the shared model.
 """
 
 from __future__ import annotations
@@ -86,6 +89,25 @@ def _logprobs_of(scored: list[tuple[str, float, dict[str, float]]], length: int)
     return result
 
 
+def _stamp(folder: Path) -> tuple[int, ...] | None:
+    """What changes when an adapter folder's files are replaced (inode, size, mtime of each); None without an adapter there."""
+    stamp: list[int] = []
+    try:
+        for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+            if (folder / name).exists() or name == "adapter_config.json":
+                st = (folder / name).stat()
+                stamp += [st.st_ino, st.st_size, st.st_mtime_ns]
+    except FileNotFoundError:  # no adapter, or swapped while we looked
+        return None
+    return tuple(stamp)
+
+
+def _peft_model_class() -> type:
+    from peft import PeftModel
+
+    return PeftModel
+
+
 class LocalBackend:
     """Runs requests on local base models with per-request LoRA adapters."""
 
@@ -96,7 +118,8 @@ class LocalBackend:
         self.device = device or default_device()
         self._models: dict[str, Any] = {}  # base model name -> PeftModel (or plain model before any adapter)
         self._tokenizers: dict[str, Any] = {}
-        self._adapters: dict[str, dict[str, str]] = {}  # base -> adapter path -> adapter name
+        self._adapters: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}  # base -> adapter path -> (name, files' stamp)
+        self._loaded = 0  # adapters loaded so far: each gets a new name
         self._lock = threading.RLock()
 
     def _model(self, base: str, adapter: str | None) -> tuple[Any, Any, str | None]:
@@ -113,20 +136,25 @@ class LocalBackend:
             return model, self._tokenizers[base], None
         path = str(Path(adapter).resolve())
         names = self._adapters[base]
-        if path not in names:
-            if not (Path(path) / "adapter_config.json").exists():
-                raise ChatbotError(f"{path}: no adapter there (adapter_config.json missing)", hint="train the skill with `chatbot train`")
-            name = f"a{len(names)}"
-            if not names:
-                from peft import PeftModel
+        stamp = _stamp(Path(path))
+        if path in names and (stamp is None or stamp == names[path][1]):  # unchanged, or being swapped: the loaded copy answers
+            return model, self._tokenizers[base], names[path][0]
+        if stamp is None:
+            raise ChatbotError(f"{path}: no adapter there (adapter_config.json missing)", hint="train the skill with `chatbot train`")
+        name, self._loaded = f"a{self._loaded}", self._loaded + 1
+        if isinstance(model, _peft_model_class()):
+            model.load_adapter(path, adapter_name=name)
+        else:
+            from peft import PeftModel
 
-                model = PeftModel.from_pretrained(model, path, adapter_name=name)
-                model.eval()
-                self._models[base] = model
-            else:
-                model.load_adapter(path, adapter_name=name)
-            names[path] = name
-        return model, self._tokenizers[base], names[path]
+            model = PeftModel.from_pretrained(model, path, adapter_name=name)
+            model.eval()
+            self._models[base] = model
+        if path in names:  # retrained: the old weights go
+            model.set_adapter(name)
+            model.delete_adapter(names[path][0])
+        names[path] = (name, stamp)
+        return model, self._tokenizers[base], name
 
     def preload(self, base: str, adapter: str | None = None) -> None:
         """Load *base* (and *adapter*) now rather than on the first request."""
