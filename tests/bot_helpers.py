@@ -49,7 +49,12 @@ def write_registry(folder: Path, **changes: object) -> Path:
 
 
 class ScriptedBackend:
-    """Answers by kind of prompt; records every request; can be slowed down or made to crash."""
+    """Answers by kind of prompt; records every request; can be slowed down or made to crash.
+
+    Its tokens are words (a leading space each, as BPE tokens have): ``max_tokens`` cuts the answer
+    after that many words and the finish reason says ``"length"``, a stop sequence ends it where it
+    occurs (``"stop"``), and ``count_tokens`` counts words, so usage figures can be checked exactly.
+    """
 
     def __init__(self, delay: float = 0.0, crash_on: str | None = None) -> None:
         self.requests: list[GenerationRequest] = []
@@ -64,14 +69,23 @@ class ScriptedBackend:
             return " positive"
         return " We are open 9 to 6."
 
+    def _tokens(self, request: GenerationRequest) -> tuple[list[str], str]:
+        """The answer's words up to the first stop sequence and at most max_tokens of them, and the finish reason."""
+        answer = self.answer(request.prompt)
+        cut = min((answer.find(s) for s in request.stop if s and s in answer), default=len(answer))
+        words = [" " + w for w in answer[:cut].split(" ")[1:]]
+        if len(words) > request.max_tokens:
+            return words[: request.max_tokens], "length"
+        return words, "stop"
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         self.requests.append(request)
         if self.crash_on and self.crash_on in request.prompt:
             yield " half an ans"
             os._exit(3)  # the process dies in the middle of generating
-        for word in self.answer(request.prompt).split(" ")[1:]:
+        for word in self._tokens(request)[0]:
             time.sleep(self.delay)
-            yield " " + word
+            yield word
 
     def preload(self, base: str, adapter: str | None = None) -> None:
         pass
@@ -80,5 +94,7 @@ class ScriptedBackend:
         return len(text.split())
 
     def complete(self, request: GenerationRequest) -> Completion:
+        words, finish = self._tokens(request)
         text = "".join(self.stream(request))
-        return Completion(text=text, finish_reason="stop", prompt_tokens=len(request.prompt.split()), completion_tokens=len(text.split()))
+        return Completion(text=text, finish_reason=finish, prompt_tokens=self.count_tokens(request.base_model, request.prompt),
+                          completion_tokens=len(words))

@@ -312,7 +312,7 @@ class Router:
         if not self.labels:
             return [Route(skill=None, score=0.0, threshold=self.threshold, in_scope=False) for _ in texts]
         s = self._scores(self.encoder.encode(texts, cache=False))
-        order = np.argsort(-s, axis=1)[:, :RUNNERS_UP + 1]
+        order = np.argsort(-s, axis=1, kind="stable")[:, :RUNNERS_UP + 1]  # a tie goes to the skill whose name sorts first
         routes = []
         for row, top in zip(s, order):
             best = float(row[top[0]])
