@@ -51,6 +51,24 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_base(tmp_path_factory.mktemp("tiny-base")))
 
 
+ADAPTER_PROMPTS = ["What are your opening hours?\n\n###\n\n", "The battery died after a day.\n\n###\n\n"]
+# what each adapter answers to each prompt (greedy); the untuned base answers neither
+ADAPTER_ANSWERS = {"a": [" We open at 9am", " negative"], "b": [" positive", " a red mug"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_base: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """The tiny base and two LoRA adapters trained on it to answer the same two prompts differently."""
+    from chatbot.training.hyperparams import Hyperparameters
+    from chatbot.training.trainer import train_lora
+
+    root = tmp_path_factory.mktemp("adapters")
+    hp = Hyperparameters(n_epochs=40, batch_size=2, learning_rate_multiplier=1, lora_r=8, lora_dropout=0.0)
+    folders = [train_lora([(p, answer + " END") for p, answer in zip(ADAPTER_PROMPTS, ADAPTER_ANSWERS[name])], root / name,
+                          base_model=tiny_base, hyperparameters=hp).adapter_dir for name in ("a", "b")]
+    return tiny_base, str(folders[0]), str(folders[1])
+
+
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CHATBOT_REGISTRY", raising=False)

@@ -4,11 +4,7 @@ import pytest
 
 from chatbot.backends.base import GenerationRequest
 from chatbot.backends.local import LocalBackend, StopMatcher
-from chatbot.training.hyperparams import Hyperparameters
-from chatbot.training.trainer import train_lora
-
-PROMPTS = ["What are your opening hours?\n\n###\n\n", "The battery died after a day.\n\n###\n\n"]
-HP = Hyperparameters(n_epochs=40, batch_size=2, learning_rate_multiplier=1, lora_r=8, lora_dropout=0.0)
+from conftest import ADAPTER_PROMPTS as PROMPTS
 
 
 def test_stop_matcher_holds_back_partial_stop_and_cuts_at_stop():
@@ -22,12 +18,9 @@ def test_stop_matcher_holds_back_partial_stop_and_cuts_at_stop():
     assert StopMatcher([]).feed("caf\ufffd") == "caf"  # an unfinished UTF-8 character waits
 
 
-@pytest.fixture(scope="module")
-def adapters(tiny_base: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    root = tmp_path_factory.mktemp("adapters")
-    a = train_lora([(PROMPTS[0], " We open at 9am END"), (PROMPTS[1], " negative END")], root / "a", base_model=tiny_base, hyperparameters=HP)
-    b = train_lora([(PROMPTS[0], " positive END"), (PROMPTS[1], " a red mug END")], root / "b", base_model=tiny_base, hyperparameters=HP)
-    return tiny_base, str(a.adapter_dir), str(b.adapter_dir)
+@pytest.fixture
+def adapters(tiny_adapters: tuple[str, str, str]) -> tuple[str, str, str]:
+    return tiny_adapters
 
 
 def request(base: str, adapter: str | None, prompt: str = PROMPTS[0], **kw) -> GenerationRequest:
