@@ -13,8 +13,6 @@ os.environ.setdefault("CHATBOT_THREADS", "1")  # tests may run beside other CPU 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 CORPUS = [
     "Extract the entities from this job description.",
     "experience:['3 - 5 years'] skills:['python', 'sql'] diploma:['bachelors'] END",
@@ -82,9 +80,9 @@ def postgres_url() -> Iterator[str]:
 
     with postgres_server() as url:
         if url is None:
-            if os.environ.get("CHATBOT_REQUIRE_POSTGRES"):
-                pytest.fail("PostgreSQL is required ($CHATBOT_REQUIRE_POSTGRES) but initdb/pg_ctl were not found: apt-get install postgresql")
-            pytest.skip("PostgreSQL not installed (apt-get install postgresql)")
+            from environment import missing
+
+            missing("PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql", "CHATBOT_REQUIRE_POSTGRES")
         yield url
 
 

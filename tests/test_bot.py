@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from bot_helpers import ScriptedBackend, write_registry
+from environment import scaled
 
 from chatbot.bot import Bot
 from chatbot.errors import ChatbotError
@@ -132,7 +133,7 @@ for text in sys.argv[4:]:
 
 def run_worker(mode: str, db: str, registry: Path, *texts: str) -> subprocess.CompletedProcess[str]:
     code = WORKER.format(tests=str(TESTS))
-    return subprocess.run([sys.executable, "-c", code, mode, db, str(registry), *texts], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code, mode, db, str(registry), *texts], capture_output=True, text=True, timeout=scaled(120))
 
 
 def test_a_conversation_survives_a_restart(registry: Path, db_url: str) -> None:

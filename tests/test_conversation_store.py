@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from environment import scaled
 
 from chatbot.conversation import ConversationStore, Timings
 from chatbot.errors import ChatbotError
@@ -113,7 +114,7 @@ def test_processes_on_one_session_take_turns(db_url: str) -> None:
     for w in workers:
         w.stdin.write("go\n")
         w.stdin.flush()
-    spans = sorted(tuple(map(float, w.communicate(timeout=60)[0].split())) for w in workers)
+    spans = sorted(tuple(map(float, w.communicate(timeout=scaled(60))[0].split())) for w in workers)
     assert all(w.returncode == 0 for w in workers)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
     history = ConversationStore(db_url).history("shared")

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from environment import shared_data
+
 from chatbot.cli.data import app
 from chatbot.data.check import Finding, Report, check_examples, check_file
 from chatbot.data.io import Record
@@ -16,7 +18,6 @@ from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR as SEP
 from chatbot.skills import DEFAULT_STOP as STOP
 
-JOB_NER = Path("/work/shared/data/job-ner/train.jsonl")
 ANIMALS = ["cat", "dog", "owl", "yak", "emu", "cow", "bat", "elk", "fox", "gnu", "hen", "pig"]
 FOODS = ["fish", "bones", "mice", "grass", "seeds", "hay", "fruit", "leaves", "berries", "roots", "corn", "slop"]
 
@@ -286,9 +287,8 @@ def test_unreadable_file_is_an_error_finding(tmp_path: Path) -> None:
         check_file(tmp_path / "missing.jsonl")
 
 
-@pytest.mark.skipif(not JOB_NER.exists(), reason="shared job-ner data not present")
 def test_real_job_ner_file_has_no_errors() -> None:
-    report = check_file(JOB_NER)
+    report = check_file(shared_data("job-ner/train.jsonl"))
     assert report.ok, report.codes("error")
     assert report.rows == 60 and report.task_type == "conditional_generation"
     assert (report.separator, report.stop) == (SEP, STOP)

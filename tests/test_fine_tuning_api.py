@@ -11,6 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 from bot_helpers import REGISTRY, write_registry
+from environment import scaled
 from web_server import running
 
 from chatbot.bot import Bot
@@ -41,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_base: str) -> Iterator
 
 
 def wait_for(client: openai.OpenAI, job_id: str, timeout: float = 120):  # noqa: ANN201
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         job = client.fine_tuning.jobs.retrieve(job_id)
         if job.status in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
@@ -145,7 +146,7 @@ def test_a_job_whose_model_goes_into_service_can_no_longer_be_cancelled(tmp_path
     worker = JobWorker(store, tmp_path / "models.yaml", on_model=lambda skill: tried.append((skill.name, worker.cancel("ftjob-late"))))
     worker.start()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while store.job("ftjob-late")["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
@@ -166,7 +167,7 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
     try:
         died = store.job("ftjob-running")
         assert died["status"] == "failed" and died["error"]["code"] == "server_restarted"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(60)
         while store.job("ftjob-queued")["status"] == "validating_files" and time.monotonic() < deadline:
             time.sleep(0.1)
         picked = store.job("ftjob-queued")

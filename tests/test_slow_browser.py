@@ -5,12 +5,12 @@ Slow: run by `.ci/run` (which installs chromium) through `make test-slow`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from environment import missing, scaled
 from bot_helpers import ScriptedBackend, write_registry
 from web_server import running
 
@@ -33,15 +33,13 @@ class HalfwayBackend(ScriptedBackend):
     def stream(self, request):  # noqa: ANN001, ANN201
         for n, piece in enumerate(super().stream(request)):
             if n == 2:
-                self.go_on.wait(timeout=30)
+                self.go_on.wait(timeout=scaled(30))
             yield piece
 
 
 def test_type_see_a_streamed_reply_reload_see_the_history(tmp_path: Path) -> None:
     if CHROMIUM is None:
-        if os.environ.get("CHATBOT_REQUIRE_CHROMIUM"):
-            pytest.fail("Chromium is required ($CHATBOT_REQUIRE_CHROMIUM) but not installed: apt-get install chromium")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+        missing("Chromium", "apt-get install chromium", "CHATBOT_REQUIRE_CHROMIUM")
     from playwright.sync_api import expect, sync_playwright
 
     write_registry(tmp_path)
@@ -53,15 +51,15 @@ def test_type_see_a_streamed_reply_reload_see_the_history(tmp_path: Path) -> Non
         page.fill("#text", "When are you open?")
         page.keyboard.press("Enter")
         reply = page.locator(".bot").first
-        expect(reply).to_contain_text("We are", timeout=10_000)  # part of the reply shows ...
+        expect(reply).to_contain_text("We are", timeout=scaled(20) * 1000)  # part of the reply shows ...
         assert "open 9 to 6." not in reply.inner_text()  # ... before the rest has been generated
         backend.go_on.set()
-        expect(reply.locator(".meta")).to_contain_text("shop · score", timeout=10_000)
+        expect(reply.locator(".meta")).to_contain_text("shop · score", timeout=scaled(20) * 1000)
         assert reply.inner_text().startswith("We are open 9 to 6.")
 
         page.fill("#text", "Who painted the Mona Lisa?")
         page.click("#send")
-        expect(page.locator(".bot").nth(1)).to_contain_text("Sorry, I only know about bikes.", timeout=10_000)
+        expect(page.locator(".bot").nth(1)).to_contain_text("Sorry, I only know about bikes.", timeout=scaled(20) * 1000)
         expect(page.locator(".bot").nth(1).locator(".meta")).to_contain_text("fallback")
 
         session = page.evaluate("localStorage.getItem('chatbot-session')")

@@ -13,23 +13,25 @@ from pathlib import Path
 
 import pytest
 import yaml
+from environment import scaled
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "training_data"
 CHATBOT = str(Path(sys.executable).with_name("chatbot"))
-SKILLS = {"review-sentiment": "classify", "booking-extract": "extract", "small-talk": "qa"}
+SKILLS = {"shop-faq": "qa", "review-sentiment": "classify", "product-writer": "generate", "booking-extract": "extract", "small-talk": "qa"}
 FALLBACK = "Sorry, I can only help with bikes."
 
 
 def chatbot(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"CHATBOT_THREADS": str(os.cpu_count() or 1)}
-    return subprocess.run([CHATBOT, *args], cwd=cwd, env=env, text=True, capture_output=True, timeout=1200, input=stdin)
+    return subprocess.run([CHATBOT, *args], cwd=cwd, env=env, text=True, capture_output=True, timeout=scaled(1200), input=stdin)
 
 
 @pytest.fixture(scope="module")
 def bot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bot of three real skills trained with `chatbot train`, with the demo's off-topic messages and a fallback."""
+    """The demo bot's five skills, one of each kind and small-talk, trained with `chatbot train`, with the demo's
+    off-topic messages and a fallback."""
     folder = tmp_path_factory.mktemp("bot")
     (folder / "models.yaml").write_text(yaml.safe_dump({
         "router": {"out_of_scope_file": str(DATA / "out_of_scope.txt")},
@@ -44,15 +46,25 @@ def bot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("name", "metric", "floor"), [("review-sentiment", "accuracy", 0.8), ("booking-extract", "micro_f1", 0.8)])
-def test_eval_and_ask_a_real_skill(bot_dir: Path, name: str, metric: str, floor: float) -> None:
+# each skill's headline metric on its validation file: at least the floor (about 0.2 below what `make demo`
+# measured), and above the untuned base on the same prompts
+FLOORS = {"shop-faq": ("token_f1", 0.6), "review-sentiment": ("accuracy", 0.8), "product-writer": ("rougeL", 0.45),
+          "booking-extract": ("micro_f1", 0.8), "small-talk": ("token_f1", 0.45)}
+
+
+@pytest.mark.parametrize("name", list(SKILLS))
+def test_every_skill_beats_its_untuned_base(bot_dir: Path, name: str) -> None:
+    metric, floor = FLOORS[name]
     stem = name.replace("-", "_")
     result = chatbot("eval", name, "--data", str(DATA / f"{stem}_valid.jsonl"), "--baseline", "--json", cwd=bot_dir)
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
-    assert scores[metric] >= floor, scores
-    assert scores[metric] > scores["baseline"][metric]
+    assert scores["metric"] == metric and scores[metric] >= floor, scores
+    assert scores[metric] > scores["baseline"][metric] + 0.2, (scores[metric], scores["baseline"])
 
+
+@pytest.mark.parametrize("name", ["review-sentiment", "booking-extract"])
+def test_ask_a_real_skill(bot_dir: Path, name: str) -> None:
     extract = SKILLS[name] == "extract"
     answer = chatbot("ask", name, "Could I bring my Giant Talon in on Thursday for a chain replacement?" if extract
                      else "The mechanic was so helpful, my bike rides like new!", "--json", cwd=bot_dir)

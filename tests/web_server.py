@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from environment import scaled
 import pytest
 import uvicorn
 
@@ -26,7 +27,7 @@ def free_port() -> int:
 def server_process(args: list[str], probe: str, log: Path, timeout: float = 120, **popen: Any) -> Iterator[None]:
     """Run *args* until *probe* answers 200; its output goes to *log* (a file: a full pipe would stall it)."""
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log.open("w"), **popen)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         try:
             if httpx.get(probe, timeout=2).status_code == 200:
