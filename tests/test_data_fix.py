@@ -190,3 +190,21 @@ def test_cli_fix_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: ") and "exists already" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Example:" in runner.invoke(app, ["fix", "--help"]).stdout
+
+
+def prefixed_jsonl(path: Path) -> Path:
+    """A long common prefix on every prompt, no separator, space or stop: every text fix applies."""
+    rows = [{"prompt": f"Please answer this question from a customer: about {WORDS[i % 12]} {i}", "completion": f"{WORDS[(i + 5) % 12]} {i}"}
+            for i in range(60)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("make", [messy_csv, prefixed_jsonl])
+def test_fixing_its_own_output_applies_nothing_and_writes_the_same_bytes(tmp_path: Path, make) -> None:  # noqa: ANN001
+    source = make(tmp_path / ("messy.csv" if make is messy_csv else "prefixed.jsonl"))
+    first = fix_file(source, tmp_path / "once.jsonl", accept=yes)
+    assert first.applied
+    again = fix_file(tmp_path / "once.jsonl", tmp_path / "twice.jsonl", accept=yes)
+    assert again.applied == [] and again.skipped == []
+    assert (tmp_path / "twice.jsonl").read_bytes() == (tmp_path / "once.jsonl").read_bytes()

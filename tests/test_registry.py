@@ -92,3 +92,14 @@ def test_writers_at_once_lose_no_skill(tmp_path: Path):
     for thread in threads:
         thread.join()
     assert sorted(registry.load(path).skills) == names
+
+
+def test_older_registries_still_load():
+    """The demo's models.yaml as first committed (no router, fallback or history_turns keys yet), and today's."""
+    old = registry.load(Path(__file__).parent / "data" / "models_2026-11-22.yaml")
+    assert list(old.skills) == ["shop-faq", "review-sentiment", "product-writer", "booking-extract"]
+    assert old.skills["shop-faq"].history_turns == 0 and old.fallback.skill is None and old.router.threshold is None
+    assert old.skills["booking-extract"].training.hyperparameters["n_epochs"] == 5
+    current = registry.load(Path(__file__).parents[1] / "models.yaml")
+    assert {"shop-faq", "review-sentiment", "product-writer", "booking-extract", "small-talk"} <= set(current.skills)
+    assert current.router.out_of_scope_file == "training_data/out_of_scope.txt"
