@@ -15,14 +15,36 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
-from types import SimpleNamespace
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from chatbot.bot import Bot
 from chatbot.web import errors, openai_api, sessions_api
+from chatbot.web.dependencies import AppState, BotDep, StateDep
+
+service_endpoints = APIRouter()
+
+
+@service_endpoints.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@service_endpoints.get("/readyz", tags=["health"])
+async def readyz(bot: BotDep, state: StateDep) -> Any:
+    """The skills' models are loaded (503 until then)."""
+    if state.ready.is_set():
+        return {"status": "ready", "skills": list(bot.registry.skills)}
+    body = {"status": "failed" if state.failure else "loading", "error": state.failure}
+    return JSONResponse(body, status_code=503)
+
+
+@service_endpoints.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> str:
+    return resources.files("chatbot.web").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
 def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32) -> FastAPI:
@@ -31,8 +53,7 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     With *fine_tuning*, ``/v1/files`` and ``/v1/fine_tuning/jobs`` train new skills with the local
     trainer in a background worker; each new model joins the bot as soon as it is trained.
     """
-    state = SimpleNamespace(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"),
-                            started=int(time.time()), ready=threading.Event(), failure=None)
+    state = AppState(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"), started=int(time.time()))
 
     def load() -> None:
         try:
@@ -68,28 +89,12 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     app.state.chatbot = state
     app.state.bot = bot
     errors.install(app)
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"])
-    async def readyz() -> Any:
-        """The skills' models are loaded (503 until then)."""
-        if state.ready.is_set():
-            return {"status": "ready", "skills": list(bot.registry.skills)}
-        body = {"status": "failed" if state.failure else "loading", "error": state.failure}
-        return JSONResponse(body, status_code=503)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return resources.files("chatbot.web").joinpath("static/index.html").read_text(encoding="utf-8")
-
-    app.include_router(openai_api.build_router(bot, state))
-    app.include_router(sessions_api.build_router(bot, state))
+    app.include_router(service_endpoints)
+    app.include_router(openai_api.endpoints)
+    app.include_router(sessions_api.endpoints)
     if worker is not None:
-        from chatbot.web.fine_tuning_api import build_router as fine_tuning_router
+        from chatbot.web import fine_tuning_api
 
-        app.include_router(fine_tuning_router(worker.store, worker))
+        app.state.jobs, app.state.job_worker = worker.store, worker
+        app.include_router(fine_tuning_api.endpoints)
     return app
