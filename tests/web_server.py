@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from environment import scaled
 import pytest
 import uvicorn
+from environment import scaled
 
 
 def free_port() -> int:
@@ -52,7 +52,7 @@ def running(app: Any) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
