@@ -212,3 +212,15 @@ def test_train_hosted_from_the_cli_then_chat_with_the_skill(server: tuple[openai
     assert ended.exit_code == 2 and "already ended" in ended.output
     down = runner.invoke(app, ["jobs", "list", "--base-url", "http://127.0.0.1:9/v1"])
     assert down.exit_code == 2 and "cannot reach http://127.0.0.1:9/v1" in down.output
+
+
+def test_jobs_and_conversations_share_one_engine(tmp_path: Path) -> None:
+    from bot_helpers import ScriptedBackend
+
+    write_registry(tmp_path)
+    bot = Bot.from_registry(tmp_path / "models.yaml", db=f"sqlite:///{tmp_path / 'c.db'}", backends={"local": ScriptedBackend()})
+    app = create_app(bot, warm_up=False)
+    try:
+        assert app.state.jobs.engine is bot.store.engine  # one pool for both
+    finally:
+        app.state.job_worker.stop()
