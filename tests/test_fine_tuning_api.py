@@ -14,6 +14,8 @@ from bot_helpers import REGISTRY, write_registry
 from environment import scaled
 from web_server import running
 
+from chatbot.backends.base import GenerationRequest
+from chatbot.backends.local import LocalBackend
 from chatbot.bot import Bot
 from chatbot.jobs.store import JobStore
 from chatbot.jobs.worker import JobWorker
@@ -83,11 +85,19 @@ def test_a_job_trains_a_model_that_answers_at_once(server: tuple[openai.OpenAI, 
     assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
 
     assert done.fine_tuned_model in [m.id for m in client.models.list()]  # served without a restart
+    skill = bot.registry.get(done.fine_tuned_model)
+    assert skill.kind == "classify"
+    # the server answers with the job's adapter: the same as the local backend asked directly with it
+    direct = LocalBackend().complete(GenerationRequest(prompt=ROWS[0]["prompt"], base_model=skill.base_model, max_tokens=3,
+                                                       adapter=str(bot.registry.adapter_path(skill)), stop=skill.stop))
     completion = client.completions.create(model=done.fine_tuned_model, prompt=ROWS[0]["prompt"], max_tokens=3)
-    assert completion.choices[0].finish_reason in ("stop", "length")
-    chat = client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "The battery died."}])
-    assert chat.model_extra["chatbot"]["skill"] == done.fine_tuned_model
-    assert bot.registry.get(done.fine_tuned_model).kind == "classify"
+    assert (completion.choices[0].text, completion.choices[0].finish_reason) == (direct.text, direct.finish_reason)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (direct.prompt_tokens, direct.completion_tokens)
+    chat = client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "The battery died."}],
+                                          max_tokens=3)
+    asked = LocalBackend().complete(GenerationRequest(prompt="The battery died." + skill.separator, base_model=skill.base_model,
+                                                      max_tokens=3, adapter=str(bot.registry.adapter_path(skill)), stop=skill.stop))
+    assert chat.choices[0].message.content == skill.skill_kind.parse(asked.text, skill.stop, None).text
 
 
 def test_a_bad_file_fails_the_job_with_the_line(server: tuple[openai.OpenAI, Bot, str]) -> None:

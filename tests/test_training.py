@@ -59,8 +59,15 @@ def test_lora_training_learns_and_saves_a_peft_adapter(tiny_base: str, tmp_path:
     assert config["peft_type"] == "LORA" and config["r"] == 8
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
 
+    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tmp_path / "adapter")  # standard format
+    # the standard format: plain peft loads it, and the loaded model predicts the trained answer's first token
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tmp_path / "adapter").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    prompt, completion = PAIRS[0]
+    with torch.no_grad():
+        logits = loaded(input_ids=tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]).logits
+    assert int(logits[0, -1].argmax()) == tokenizer(completion, add_special_tokens=False)["input_ids"][0]
 
