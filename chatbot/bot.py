@@ -36,14 +36,15 @@ class Router(Protocol):
 
 
 class _NoSkills:
-    """The router of a bot with no skills yet (a server waiting for its first fine-tuning job)."""
+    """The router of a bot with no skills to route to yet (a server waiting for its first fine-tuning job)."""
 
     def route(self, text: str) -> Route:
         return Route(skill=None, score=0.0, threshold=0.0, in_scope=False, runners_up=[])
 
 
 def _router(registry: Registry, cache_dir: Path, on_progress: ProgressCallback | None) -> Router:
-    return router_for_registry(registry, cache_dir=cache_dir, on_progress=on_progress) if registry.skills else _NoSkills()
+    routed = any(skill.routing for skill in registry.skills.values())
+    return router_for_registry(registry, cache_dir=cache_dir, on_progress=on_progress) if routed else _NoSkills()
 
 
 class Reply(BaseModel):

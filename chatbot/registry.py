@@ -18,15 +18,14 @@ import yaml
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chatbot.defaults import DATA_DIR, DEFAULT_ENCODER, REGISTRY_ENV
-from chatbot.defaults import REGISTRY_FILE as DEFAULT_REGISTRY
+from chatbot.defaults import DATA_DIR, DEFAULT_ENCODER, REGISTRY_ENV, REGISTRY_FILE
 from chatbot.errors import ChatbotError
 from chatbot.files import atomic_write_text
 from chatbot.runtime.base_models import DEFAULT_BASE
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KIND_NAMES, KINDS, SkillKind
 
 SkillKindName = Literal[KIND_NAMES]  # type: ignore[valid-type]  # the names of chatbot.skills.KINDS
-HAND_SET = ("routing_examples", "history_turns", "ground_entities", "description")  # what retraining keeps
+HAND_SET = ("routing_examples", "history_turns", "ground_entities", "description", "routing")  # what retraining keeps
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -73,6 +72,8 @@ class Skill(BaseModel):
     separator: str = DEFAULT_SEPARATOR
     stop: list[str] = Field(default_factory=lambda: [DEFAULT_STOP])
     generation: Generation = Field(default_factory=Generation)
+    routing: bool = Field(default=True, description="the router sends messages to this skill; false: it answers only when asked by name "
+                          "(a fine-tuning job's model starts so, unless the server routes new models)")
     routing_examples: list[str] = Field(default_factory=list, description="messages this skill should take; drawn from its training prompts when empty")
     history_turns: int = Field(default=0, ge=0, le=50, description="earlier turns of the conversation put into the prompt")
     ground_entities: bool = Field(default=True, description="extract: drop values that do not occur in the input")
@@ -168,7 +169,7 @@ class Registry(BaseModel):
 
 
 def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    return Path(explicit or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
+    return Path(explicit or os.environ.get(REGISTRY_ENV) or REGISTRY_FILE)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

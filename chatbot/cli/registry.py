@@ -10,8 +10,9 @@ from rich.table import Table
 
 from chatbot import registry as registry_io
 from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
+from chatbot.errors import ChatbotError
 
-app = typer.Typer(help="List, show and remove registered skills.\n\nExample: chatbot registry list", no_args_is_help=True)
+app = typer.Typer(help="List, show and remove registered skills; turn their routing on or off.\n\nExample: chatbot registry list", no_args_is_help=True)
 RegistryOption = Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)]
 
 
@@ -60,3 +61,20 @@ def remove(name: str, registry: RegistryOption = None) -> None:
     skill = registry_io.remove(name, reg.path)
     kept = f"; its adapter stays in {reg.adapter_path(skill)}" if skill.adapter else ""
     console.print(f"removed {name} from {reg.path}{kept}")
+
+
+@app.command("routing")
+@handle_errors
+def routing(name: str, state: Annotated[str, typer.Argument(help="on: the router sends messages to it; off: it answers only when asked by name")],
+            registry: RegistryOption = None) -> None:
+    """Turn routing on or off for a skill (a fine-tuning job's model starts with it off).
+
+    A running server picks the change up when its next job ends or at its next start.
+
+    Example: chatbot registry routing ft-smollm2-135m-mood-a1b2c3 on
+    """
+    if state not in ("on", "off"):
+        raise ChatbotError(f"{state!r}: say on or off", hint=f"chatbot registry routing {name} on")
+    with registry_io.editing(registry, missing_ok=False) as reg:
+        reg.get(name).routing = state == "on"
+    console.print(f"routing {state} for {name} in {reg.path}")

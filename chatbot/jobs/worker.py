@@ -40,8 +40,11 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
 
 
 class JobWorker:
-    def __init__(self, store: JobStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None) -> None:
+    def __init__(self, store: JobStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None, *,
+                 route_new_models: bool = False) -> None:
+        """*route_new_models*: a job's model joins the bot's router at once; otherwise it answers only when asked by name."""
         self.store = store
+        self.route_new_models = route_new_models
         self.registry_path = registry_path
         self.on_model = on_model
         self._wake = threading.Event()
@@ -155,6 +158,7 @@ class JobWorker:
         try:
             skill = train_skill(name, job["metadata"].get("kind", DEFAULT_KIND), data, valid=valid, base=job["model"], hyperparameters=hyper,
                                 registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
+                                routing=self.route_new_models,
                                 on_step=on_step, on_epoch=on_epoch)
         except _Cancelled:
             self._discard(name)

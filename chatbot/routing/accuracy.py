@@ -163,7 +163,8 @@ def registry_split(registry: Registry, share: float = 0.2) -> tuple[dict[str, li
     train: dict[str, list[str]] = {}
     test: list[Labelled] = []
     sources = []
-    for name, skill in registry.skills.items():
+    for name in examples:
+        skill = registry.skills[name]
         valid = skill.training.valid_file if skill.training else None
         if not skill.routing_examples and valid and registry.resolve(valid).exists():
             seen = set(examples[name])
@@ -179,13 +180,16 @@ def registry_split(registry: Registry, share: float = 0.2) -> tuple[dict[str, li
     return train, oos_train, test, "held out: " + "; ".join(sources) + (f"; {len(oos_test)} out-of-scope" if oos_test else "")
 
 
-def evaluate_registry(registry: Registry, *, cache_dir: str | os.PathLike[str] | None = None,
+def evaluate_registry(registry: Registry, *, cache_dir: str | os.PathLike[str] | None = None, finetune: str = "auto",
                       on_progress: ProgressCallback | None = None) -> RoutingReport:
-    """Evaluate the bot's router on messages held out from its skills (see :func:`registry_split`)."""
+    """Evaluate the bot's router on messages held out from its skills (see :func:`registry_split`).
+
+    *finetune* (``auto``, ``always``, ``never``) overrides when the encoder is fine-tuned, to compare heads on the same bot.
+    """
     from chatbot.routing.cache import default_cache_dir
     from chatbot.routing.from_registry import settings_for
 
     train, oos, test, description = registry_split(registry)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(registry.path)
     return evaluate(train, oos, test, train_name=f"{registry.path} (training side)", test_name=description,
-                    settings=settings_for(registry), cache_dir=folder, on_progress=on_progress)
+                    settings=settings_for(registry).model_copy(update={"finetune": finetune}), cache_dir=folder, on_progress=on_progress)

@@ -99,9 +99,12 @@ def read_messages(path: Path) -> list[str]:
 
 
 def registry_examples(registry: Registry) -> dict[str, list[str]]:
-    if not registry.skills:
-        raise ChatbotError(f"{registry.path}: no skills to route to", hint="train a skill with `chatbot train` first")
-    return {name: skill_examples(registry, skill) for name, skill in registry.skills.items()}
+    """The routing examples of each skill the router sends messages to (``routing: true``)."""
+    routed = {name: skill for name, skill in registry.skills.items() if skill.routing}
+    if not routed:
+        raise ChatbotError(f"{registry.path}: no skills to route to", hint="train a skill with `chatbot train` first, or turn routing on "
+                           "for one with `chatbot registry routing NAME on`")
+    return {name: skill_examples(registry, skill) for name, skill in routed.items()}
 
 
 def _index(cache_dir: Path, registry: Registry) -> Path:

@@ -45,10 +45,14 @@ def train_skill(
     registry_path: str | os.PathLike[str] | None = None,
     description: str = "",
     force: bool = False,
+    routing: bool = True,
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> Skill:
-    """Check *data*, fine-tune a LoRA adapter for skill *name* and register it."""
+    """Check *data*, fine-tune a LoRA adapter for skill *name* and register it.
+
+    With *routing* false the skill answers only when asked by name, until the router is told to use it.
+    """
     from chatbot.data.io import load_examples
 
     skill_kind = get_kind(kind)
@@ -72,6 +76,7 @@ def train_skill(
     skill = Skill(
         name=name,
         kind=kind,
+        routing=routing,
         description=description or f"{name}: {skill_kind.description}",
         base_model=base,
         adapter=registry.relative(adapter_dir),

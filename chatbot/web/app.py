@@ -18,10 +18,12 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from chatbot.bot import Bot
 from chatbot.web import errors, openai_api, sessions_api
+from chatbot.web.access import Access, AccessMiddleware
 from chatbot.web.dependencies import AppState, BotDep, StateDep
 
 service_endpoints = APIRouter()
@@ -47,11 +49,15 @@ async def page() -> str:
     return resources.files("chatbot.web").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32) -> FastAPI:
+def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32, access: Access | None = None,
+               route_new_models: bool = False) -> FastAPI:
     """An app serving *bot*; with *warm_up* the skills' models load in the background (``/readyz`` says when).
 
-    With *fine_tuning*, ``/v1/files`` and ``/v1/fine_tuning/jobs`` train new skills with the local
-    trainer in a background worker; each new model joins the bot as soon as it is trained.
+    *access*: API keys, allowed Host names and CORS origins (:class:`~chatbot.web.access.Access`;
+    by default no key, loopback names only, no CORS). With *fine_tuning*, ``/v1/files`` and
+    ``/v1/fine_tuning/jobs`` train new skills with the local trainer in a background worker; each new
+    model answers under its own name as soon as it is trained, and joins the bot's router only with
+    *route_new_models* (otherwise the operator turns routing on: ``chatbot registry routing NAME on``).
     """
     state = AppState(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"), started=int(time.time()))
 
@@ -74,7 +80,7 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
         from chatbot.jobs.worker import JobWorker
 
         jobs = JobStore(bot.store.engine, bot.data_dir)  # one engine, one pool for conversations and jobs
-        worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload())
+        worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload(), route_new_models=route_new_models)
         worker.start()
 
     @asynccontextmanager
@@ -89,6 +95,11 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     app.state.chatbot = state
     app.state.bot = bot
     errors.install(app)
+    access = access or Access()
+    app.add_middleware(AccessMiddleware, access=access)
+    if access.cors_origins:  # added last, so outermost: it answers a browser's preflight before the key is asked for
+        app.add_middleware(CORSMiddleware, allow_origins=access.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "Accept", "X-Session-Id"], expose_headers=[openai_api.SKILL_HEADER])
     app.include_router(service_endpoints)
     app.include_router(openai_api.endpoints)
     app.include_router(sessions_api.endpoints)
