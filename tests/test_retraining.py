@@ -12,7 +12,7 @@ from chatbot import registry as registry_io
 from chatbot.registry import HAND_SET, Skill
 
 HAND = {"routing_examples": ["book my bike in", "a brake service on friday"], "history_turns": 3, "ground_entities": False,
-        "description": "my own words"}
+        "description": "my own words", "routing": False}
 
 
 def _registry_with_hand_set_skill(folder: Path, **fields: object) -> Path:

@@ -136,7 +136,7 @@ def test_file_and_fine_tuning_answers_validate_as_the_sdk_types(tuning_server: t
     assert [FineTuningJobCheckpoint.model_validate(p).fine_tuned_model_checkpoint for p in points] == [job.fine_tuned_model]
 
     endless = httpx.post(f"{url}/fine_tuning/jobs", json={"model": base, "training_file": file_id,
-                                                          "hyperparameters": {"n_epochs": 100, "batch_size": 1}}).json()
+                                                          "hyperparameters": {"n_epochs": 50, "batch_size": 1}}).json()
     assert FineTuningJob.model_validate(httpx.post(f"{url}/fine_tuning/jobs/{endless['id']}/cancel").json()).status == "cancelled"
     wait_for(client, endless["id"])
 
