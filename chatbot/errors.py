@@ -10,3 +10,10 @@ class ChatbotError(Exception):
         self.message = message
         self.hint = hint
         super().__init__(message if not hint else f"{message} ({hint})")
+
+
+class ServerFault(ChatbotError):
+    """An error that is the server's, not the request's: a model that can't be loaded or reached.
+
+    The CLI prints it like any other; the web API answers 503 with a generic message and logs this one.
+    """

@@ -39,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_base: str) -> Iterator
     skills = {name: skill | {"base_model": tiny_base, "generation": {"max_tokens": 4}} for name, skill in REGISTRY["skills"].items()}
     write_registry(folder, skills=skills)
     bot = Bot.from_registry(folder / "models.yaml", db=f"sqlite:///{folder / 'c.db'}")
-    with running(create_app(bot)) as url:
+    with running(create_app(bot, base_models=[tiny_base])) as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0), bot, tiny_base
 
 
@@ -112,7 +112,7 @@ def test_a_bad_file_fails_the_job_with_the_line(server: tuple[openai.OpenAI, Bot
 def test_cancel_and_unknown_ids(server: tuple[openai.OpenAI, Bot, str]) -> None:
     client, _, base = server
     training = client.files.create(file=("mood.jsonl", jsonl(ROWS)), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model=base, training_file=training.id, hyperparameters={"n_epochs": 100, "batch_size": 1})
+    job = client.fine_tuning.jobs.create(model=base, training_file=training.id, hyperparameters={"n_epochs": 50, "batch_size": 1})
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
     assert wait_for(client, job.id).status == "cancelled" and wait_for(client, job.id).fine_tuned_model is None

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
-from chatbot.errors import ChatbotError
+from chatbot.errors import ServerFault
 from chatbot.runtime.openai_client import api_errors, make_client, server_url
 
 
@@ -69,7 +69,7 @@ class OpenAIBackend:
                     yield piece
         except openai.APIError as exc:  # the stream broke off midway
             who = f"skill {request.skill!r}: " if request.skill else ""
-            raise ChatbotError(f"{who}{self.base_url}: the stream failed: {exc}") from None
+            raise ServerFault(f"{who}{self.base_url}: the stream failed: {exc}") from None
 
     def complete(self, request: GenerationRequest) -> Completion:
         response = self._call(request, stream=False)

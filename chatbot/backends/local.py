@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
-from chatbot.errors import ChatbotError
+from chatbot.errors import ServerFault
 
 
 class StopMatcher:
@@ -140,7 +140,7 @@ class LocalBackend:
         if path in names and (stamp is None or stamp == names[path][1]):  # unchanged, or being swapped: the loaded copy answers
             return model, self._tokenizers[base], names[path][0]
         if stamp is None:
-            raise ChatbotError(f"{path}: no adapter there (adapter_config.json missing)", hint="train the skill with `chatbot train`")
+            raise ServerFault(f"{path}: no adapter there (adapter_config.json missing)", hint="train the skill with `chatbot train`")
         name, self._loaded = f"a{self._loaded}", self._loaded + 1
         if isinstance(model, _peft_model_class()):
             model.load_adapter(path, adapter_name=name)

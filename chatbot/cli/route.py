@@ -134,7 +134,7 @@ def evaluate(
         if threshold is not None:
             reg.router.threshold = threshold
         with progress_bars() as on_progress:
-            report = evaluate_registry(reg, cache_dir=cache_dir, on_progress=on_progress)
+            report = evaluate_registry(reg, cache_dir=cache_dir, finetune=finetune, on_progress=on_progress)
     data = report.model_dump()
     if as_json:
         console.out(json.dumps(data, ensure_ascii=False, indent=2))

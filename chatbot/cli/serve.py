@@ -25,6 +25,7 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="an origin browsers may call the API from (repeat; default: none, CORS off)")] = None,
     fine_tuning: Annotated[bool, typer.Option("--fine-tuning/--no-fine-tuning", help="serve /v1/files and /v1/fine_tuning/jobs")] = True,
     route_new_models: Annotated[bool, typer.Option("--route-new-models", help="a fine-tuning job's model joins the router at once (default: only asked by name)")] = False,
+    base_model: Annotated[list[str] | None, typer.Option("--base-model", help="a base model jobs may fine-tune besides the bundled one: a local folder or hub id (repeat)")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level: warning, info, debug")] = "warning",
 ) -> None:
     """Serve the bot over HTTP: /v1 (OpenAI-compatible), /sessions (REST), / (chat page), /docs.
@@ -57,5 +58,5 @@ def serve(
     guarded = f"{len(keys)} API key{'s' if len(keys) != 1 else ''}" if keys else "no API key (loopback only)"
     err_console.print(f"serving {len(bot.registry.skills)} skills on http://{host}:{port}  (chat page /, API docs /docs, OpenAI base URL /v1); "
                       f"{guarded}; answering Host {', '.join(hosts)}", highlight=False)
-    uvicorn.run(create_app(bot, fine_tuning=fine_tuning, access=access, route_new_models=route_new_models), host=host, port=port,
-                log_level=log_level)
+    app = create_app(bot, fine_tuning=fine_tuning, access=access, route_new_models=route_new_models, base_models=base_model or [])
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

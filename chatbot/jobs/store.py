@@ -7,16 +7,19 @@ one pool. Objects come out in OpenAI's shapes (plain dicts).
 
 from __future__ import annotations
 
+import io
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from sqlalchemy import JSON, Engine, Integer, String, Text, select, update
+from sqlalchemy import JSON, Engine, Integer, String, Text, func, select, tuple_, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from chatbot.database import create_tables, open_engine
+from chatbot.errors import ChatbotError
+from chatbot.files import sync_folder
 
 ACTIVE = ("validating_files", "queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -65,6 +68,10 @@ class _Checkpoint(_Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class FileTooLarge(ChatbotError):
+    """An upload past the size limit."""
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
@@ -80,15 +87,43 @@ class JobStore:
 
     # -- files -------------------------------------------------------------------------------------
 
-    def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
+    def add_file(self, filename: str, purpose: str, content: bytes | BinaryIO, *, limit: int | None = None) -> dict[str, Any]:
+        """Store *content* (bytes, or a binary file read in chunks) as a new file; :class:`FileTooLarge` past *limit* bytes.
+
+        The content is written to a temporary name, synced, renamed into place and the folder synced
+        before its row is committed: after a kill there is at most a file without a row, never a
+        row without its file.
+        """
         file_id = new_id("file")
-        tmp = self.files_dir / f".{file_id}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, self.file_path(file_id))
-        row = _File(id=file_id, filename=filename, purpose=purpose, bytes=len(content), created_at=int(time.time()))
+        tmp, size = self.files_dir / f".{file_id}.tmp", 0
+        source = io.BytesIO(content) if isinstance(content, bytes) else content
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := source.read(1 << 20):
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise FileTooLarge(f"the file is larger than {limit:,} bytes")
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.file_path(file_id))
+        finally:
+            tmp.unlink(missing_ok=True)
+        sync_folder(self.files_dir)
+        row = _File(id=file_id, filename=filename, purpose=purpose, bytes=size, created_at=int(time.time()))
         with self._session.begin() as db:
             db.add(row)
         return _file(row)
+
+    def stored_bytes(self) -> int:
+        """The size of every file stored."""
+        with self._session() as db:
+            return int(db.scalar(select(func.coalesce(func.sum(_File.bytes), 0))) or 0)
+
+    def rows(self, file_id: str) -> int:
+        """The non-blank lines of a stored file (its examples, for JSON Lines)."""
+        with open(self.file_path(file_id), "rb") as handle:
+            return sum(1 for line in handle if line.strip())
 
     def file(self, file_id: str) -> dict[str, Any] | None:
         with self._session() as db:
@@ -131,13 +166,15 @@ class JobStore:
             return dict(row.body) if row else None
 
     def jobs(self, *, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
-        """Newest first; *after* is the id of the last job of the previous page."""
-        query = select(_Job).order_by(_Job.created_at.desc(), _Job.id.desc())
+        """Newest first; *after* is the id of the last job of the previous page (one page read, in SQL)."""
+        query = select(_Job).order_by(_Job.created_at.desc(), _Job.id.desc()).limit(limit + 1)
         with self._session() as db:
+            if after:
+                last = db.get(_Job, after)
+                if last is None:
+                    return [], False
+                query = query.where(tuple_(_Job.created_at, _Job.id) < tuple_(last.created_at, last.id))
             rows = list(db.scalars(query))
-        if after:
-            ids = [r.id for r in rows]
-            rows = rows[ids.index(after) + 1:] if after in ids else []
         return [dict(r.body) for r in rows[:limit]], len(rows) > limit
 
     def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **changes: Any) -> dict[str, Any] | None:
@@ -170,12 +207,15 @@ class JobStore:
             db.add(_event(job_id, message, level=level, type=type, data=data))
 
     def events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
-        """Newest first, as OpenAI lists them."""
+        """Newest first, as OpenAI lists them (one page read, in SQL)."""
+        query = select(_Event).where(_Event.job_id == job_id).order_by(_Event.seq.desc()).limit(limit + 1)
         with self._session() as db:
-            rows = list(db.scalars(select(_Event).where(_Event.job_id == job_id).order_by(_Event.seq.desc())))
-        if after:
-            ids = [r.id for r in rows]
-            rows = rows[ids.index(after) + 1:] if after in ids else []
+            if after:
+                last = db.scalar(select(_Event.seq).where(_Event.id == after, _Event.job_id == job_id))
+                if last is None:
+                    return [], False
+                query = query.where(_Event.seq < last)
+            rows = list(db.scalars(query))
         return [{"id": r.id, "object": "fine_tuning.job.event", "created_at": r.created_at, "level": r.level, "message": r.message,
                  "type": r.type, "data": r.data} for r in rows[:limit]], len(rows) > limit
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from chatbot.errors import ChatbotError
+from chatbot.errors import ChatbotError, ServerFault
 
 OPENAI_URL = "https://api.openai.com/v1"
 NO_KEY = "unused"  # local servers accept any key; the SDK insists on one
@@ -47,15 +47,16 @@ def api_errors(base_url: str | None, *, skill: str | None = None, api_key_env: s
     try:
         yield
     except openai.APIConnectionError as exc:
-        raise ChatbotError(f"{who}cannot reach {url}: {exc.__cause__ or exc}", hint=url_hint) from None
+        raise ServerFault(f"{who}cannot reach {url}: {exc.__cause__ or exc}", hint=url_hint) from None
     except openai.AuthenticationError:
-        raise ChatbotError(f"{who}{url} rejected the API key in ${api_key_env}", hint="check the key") from None
+        raise ServerFault(f"{who}{url} rejected the API key in ${api_key_env}", hint="check the key") from None
     except openai.NotFoundError as exc:
         if model is None:
             raise ChatbotError(f"{who}{url} answered 404: {error_message(exc)}") from None
-        raise ChatbotError(f"{who}{url} has no model {model!r}", hint="check `model:` in models.yaml against the server's /v1/models") from None
+        raise ServerFault(f"{who}{url} has no model {model!r}", hint="check `model:` in models.yaml against the server's /v1/models") from None
     except openai.APIStatusError as exc:
-        raise ChatbotError(f"{who}{url} answered {exc.status_code}: {error_message(exc)}") from None
+        fault = ServerFault if exc.status_code >= 500 else ChatbotError
+        raise fault(f"{who}{url} answered {exc.status_code}: {error_message(exc)}") from None
 
 
 def error_message(exc: Any) -> str:

@@ -1,1 +1,1 @@
-"""Fine-tuning: the base model, default hyperparameters and the one local trainer."""
+"""Fine-tuning: hyperparameter defaults, the one local LoRA trainer, train → register, and jobs on a hosted server."""

@@ -22,9 +22,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from chatbot.bot import Bot
+from chatbot.runtime.base_models import DEFAULT_BASE
 from chatbot.web import errors, openai_api, sessions_api
 from chatbot.web.access import Access, AccessMiddleware
 from chatbot.web.dependencies import AppState, BotDep, StateDep
+from chatbot.web.limits import BodyLimitMiddleware
 
 service_endpoints = APIRouter()
 
@@ -50,7 +52,7 @@ async def page() -> str:
 
 
 def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32, access: Access | None = None,
-               route_new_models: bool = False) -> FastAPI:
+               route_new_models: bool = False, base_models: list[str] | None = None) -> FastAPI:
     """An app serving *bot*; with *warm_up* the skills' models load in the background (``/readyz`` says when).
 
     *access*: API keys, allowed Host names and CORS origins (:class:`~chatbot.web.access.Access`;
@@ -58,8 +60,10 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     ``/v1/fine_tuning/jobs`` train new skills with the local trainer in a background worker; each new
     model answers under its own name as soon as it is trained, and joins the bot's router only with
     *route_new_models* (otherwise the operator turns routing on: ``chatbot registry routing NAME on``).
+    Jobs start from the bundled base or from one of *base_models* (local folders or hub ids the operator names).
     """
-    state = AppState(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"), started=int(time.time()))
+    state = AppState(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"), started=int(time.time()),
+                     base_models=list(dict.fromkeys([DEFAULT_BASE, *(base_models or [])])))
 
     def load() -> None:
         try:
@@ -96,7 +100,8 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     app.state.bot = bot
     errors.install(app)
     access = access or Access()
-    app.add_middleware(AccessMiddleware, access=access)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AccessMiddleware, access=access)  # outside the body limit: a stranger's body is refused unread
     if access.cors_origins:  # added last, so outermost: it answers a browser's preflight before the key is asked for
         app.add_middleware(CORSMiddleware, allow_origins=access.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Accept", "X-Session-Id"], expose_headers=[openai_api.SKILL_HEADER])

@@ -24,6 +24,7 @@ class AppState:
     started: int  # when the app was made (Unix time): the ``created`` of model ``chatbot``
     ready: threading.Event = field(default_factory=threading.Event)  # the skills' models are loaded
     failure: str | None = None  # why they could not be
+    base_models: list[str] = field(default_factory=list)  # what fine-tuning jobs may start from, listed in /v1/models
 
 
 def get_bot(request: Request) -> Bot:

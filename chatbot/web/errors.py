@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Callable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chatbot.errors import ChatbotError
+from chatbot.errors import ChatbotError, ServerFault
+
+log = logging.getLogger(__name__)
+INTERNAL = "The server had an error while processing your request (its log says more)"
+UNAVAILABLE = "A model this request needs is unavailable at the moment (the server's log says why); try again later"
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error", 409: "invalid_request_error",
+         413: "invalid_request_error",
          422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
@@ -23,6 +31,31 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": param, "code": code}}
 
 
+def answer_to(exc: Exception, where: str = "") -> tuple[int, dict]:
+    """The status and OpenAI-shaped body for an error a handler raised; the server's own faults are logged, not told."""
+    if isinstance(exc, APIError):
+        return exc.status, error_body(exc.status, exc.message, exc.param, exc.code)
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, error_body(exc.status_code, str(exc.detail))
+    if isinstance(exc, ServerFault):  # the server's fault: the details go to the log, not to the client
+        log.error("a model could not answer%s: %s", where, exc)
+        return 503, error_body(503, UNAVAILABLE)
+    if isinstance(exc, ChatbotError):
+        return 400, error_body(400, str(exc))
+    log.error("internal error%s", where, exc_info=exc)
+    return 500, error_body(500, INTERNAL)
+
+
+async def guarded(events: AsyncIterator[str], on_error: Callable[[dict], str]) -> AsyncIterator[str]:
+    """Pass server-sent *events* on; when they fail after the stream started, end it with an error event
+    (``on_error(body)``, the body in OpenAI's error shape) rather than dropping the connection."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:  # noqa: BLE001 - told to the client as an event, logged when it is ours
+        yield on_error(answer_to(exc, " while streaming")[1])
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, exc: APIError) -> JSONResponse:
@@ -30,7 +63,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ChatbotError)
     async def _chatbot(_: Request, exc: ChatbotError) -> JSONResponse:
-        return JSONResponse(error_body(400, str(exc)), status_code=400)
+        status, body = answer_to(exc)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -45,5 +79,6 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status_code=500)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        status, body = answer_to(exc, f" answering {request.method} {request.url.path}")
+        return JSONResponse(body, status_code=status)

@@ -1,7 +1,10 @@
 """OpenAI's files and fine-tuning API, served by ``chatbot serve``: ``/v1/files`` and ``/v1/fine_tuning/jobs``.
 
 Any OpenAI client can upload a JSONL file, create a job, follow its events and use the model it
-makes, which is trained here with the local trainer and served at once by the same server.
+makes, which is trained here with the local trainer and served at once by the same server. The
+handlers are plain functions, which FastAPI runs in its thread pool: the database and the files
+never block the event loop. Limits (chatbot/defaults.py): the size of one upload and of all stored
+files, the hyperparameters' ranges, epochs × rows of a job, and the base models this server offers.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
-from chatbot.jobs.store import JobStore, new_id
+from chatbot.defaults import MAX_EXAMPLES_SEEN, MAX_STORED_FILE_BYTES, MAX_UPLOAD_BYTES
+from chatbot.jobs.store import FileTooLarge, JobStore, new_id
 from chatbot.jobs.worker import JobWorker
 from chatbot.skills import DEFAULT_KIND, KIND_NAMES
+from chatbot.web.dependencies import StateDep
 from chatbot.web.errors import APIError
 from chatbot.web.schemas import (
     CheckpointList,
@@ -27,8 +33,6 @@ from chatbot.web.schemas import (
     JobHyperparameters,
     JobList,
 )
-
-MAX_FILE_BYTES = 512 * 1024 * 1024
 
 endpoints = APIRouter(prefix="/v1", tags=["files and fine-tuning (OpenAI-compatible)"])
 
@@ -68,32 +72,41 @@ async def upload(store: JobsDep, file: UploadFile = File(...), purpose: str = Fo
     """Upload a file (purpose ``fine-tune``: JSONL prompt/completion lines)."""
     if purpose != "fine-tune":
         raise APIError(400, f"purpose '{purpose}' is not supported here: use 'fine-tune'", param="purpose")
-    content = await file.read(MAX_FILE_BYTES + 1)
-    if len(content) > MAX_FILE_BYTES:
-        raise APIError(400, f"the file is larger than {MAX_FILE_BYTES // 2**20} MB", param="file")
-    if not content.strip():
+    return await run_in_threadpool(_store_upload, store, file)
+
+
+def _store_upload(store: JobStore, file: UploadFile) -> dict[str, Any]:
+    """Copy the upload (spooled by the multipart parser) into the store in chunks, within the limits."""
+    room = MAX_STORED_FILE_BYTES - store.stored_bytes()
+    if room <= 0:
+        raise APIError(413, f"the server stores at most {MAX_STORED_FILE_BYTES:,} bytes of files: delete some first", param="file")
+    if not file.file.read(1 << 16).strip():
         raise APIError(400, "the file is empty", param="file")
-    return store.add_file(file.filename or "upload.jsonl", purpose, content)
+    file.file.seek(0)
+    try:
+        return store.add_file(file.filename or "upload.jsonl", "fine-tune", file.file, limit=min(MAX_UPLOAD_BYTES, room))
+    except FileTooLarge as exc:
+        raise APIError(413, f"{exc}: the limit is {MAX_UPLOAD_BYTES:,} bytes a file, {MAX_STORED_FILE_BYTES:,} in all", param="file") from None
 
 
 @endpoints.get("/files", response_model=FileList)
-async def list_files(store: JobsDep, purpose: str | None = None) -> dict[str, Any]:
+def list_files(store: JobsDep, purpose: str | None = None) -> dict[str, Any]:
     return _page(store.files(purpose), False)
 
 
 @endpoints.get("/files/{file_id}", response_model=FileObject)
-async def retrieve_file(file_id: str, store: JobsDep) -> dict[str, Any]:
+def retrieve_file(file_id: str, store: JobsDep) -> dict[str, Any]:
     return _file(store, file_id)
 
 
 @endpoints.get("/files/{file_id}/content")
-async def file_content(file_id: str, store: JobsDep) -> FileResponse:
+def file_content(file_id: str, store: JobsDep) -> FileResponse:
     found = _file(store, file_id)
     return FileResponse(store.file_path(file_id), media_type="application/octet-stream", filename=found["filename"])
 
 
 @endpoints.delete("/files/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: str, store: JobsDep) -> FileDeleted:
+def delete_file(file_id: str, store: JobsDep) -> FileDeleted:
     _file(store, file_id)
     store.delete_file(file_id)
     return FileDeleted(id=file_id, object="file", deleted=True)
@@ -101,8 +114,11 @@ async def delete_file(file_id: str, store: JobsDep) -> FileDeleted:
 
 # A job is answered as stored (response_model_exclude_unset): the fields it has, none added; a job made here has them all.
 @endpoints.post("/fine_tuning/jobs", response_model=FineTuningJob, response_model_exclude_unset=True)
-async def create_job(body: CreateJob, store: JobsDep, worker: WorkerDep) -> FineTuningJob:
+def create_job(body: CreateJob, store: JobsDep, worker: WorkerDep, state: StateDep) -> FineTuningJob:
     """Create a job: it is validated, queued and run by the server's worker, one job at a time."""
+    if body.model not in state.base_models:
+        raise APIError(400, f"model '{body.model}' is not a base model this server fine-tunes: use one of {', '.join(state.base_models)}",
+                       param="model", code="model_not_available")
     _file(store, body.training_file, "training_file")
     if body.validation_file:
         _file(store, body.validation_file, "validation_file")
@@ -111,8 +127,11 @@ async def create_job(body: CreateJob, store: JobsDep, worker: WorkerDep) -> Fine
         raise APIError(400, f"metadata.kind '{kind}' is not one of {', '.join(KIND_NAMES)}", param="metadata")
     hyper = body.hyperparameters
     if hyper is None and body.method and body.method.supervised:
-        hyper = JobHyperparameters.model_validate(body.method.supervised.get("hyperparameters") or {})
+        hyper = body.method.supervised.hyperparameters
     hyper = hyper or JobHyperparameters()
+    if isinstance(hyper.n_epochs, int) and hyper.n_epochs * store.rows(body.training_file) > MAX_EXAMPLES_SEEN:
+        raise APIError(400, f"hyperparameters.n_epochs: {hyper.n_epochs} epochs over {store.rows(body.training_file):,} rows is more than "
+                       f"{MAX_EXAMPLES_SEEN:,} examples seen, the most one job may train on", param="hyperparameters.n_epochs")
     job = FineTuningJob(
         id=new_id("ftjob"), object="fine_tuning.job", created_at=int(time.time()), finished_at=None, model=body.model,
         fine_tuned_model=None, organization_id="org-local", result_files=[], status="validating_files",
@@ -128,17 +147,17 @@ async def create_job(body: CreateJob, store: JobsDep, worker: WorkerDep) -> Fine
 
 
 @endpoints.get("/fine_tuning/jobs", response_model=JobList, response_model_exclude_unset=True)
-async def list_jobs(store: JobsDep, after: str | None = None, limit: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
+def list_jobs(store: JobsDep, after: str | None = None, limit: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
     return _page(*store.jobs(after=after, limit=limit))
 
 
 @endpoints.get("/fine_tuning/jobs/{job_id}", response_model=FineTuningJob, response_model_exclude_unset=True)
-async def retrieve_job(job_id: str, store: JobsDep) -> dict[str, Any]:
+def retrieve_job(job_id: str, store: JobsDep) -> dict[str, Any]:
     return _job(store, job_id)
 
 
 @endpoints.post("/fine_tuning/jobs/{job_id}/cancel", response_model=FineTuningJob, response_model_exclude_unset=True)
-async def cancel_job(job_id: str, store: JobsDep, worker: WorkerDep) -> dict[str, Any]:
+def cancel_job(job_id: str, store: JobsDep, worker: WorkerDep) -> dict[str, Any]:
     _job(store, job_id)  # 404 for an unknown id
     cancelled = worker.cancel(job_id)
     if cancelled is None:
@@ -149,13 +168,13 @@ async def cancel_job(job_id: str, store: JobsDep, worker: WorkerDep) -> dict[str
 
 
 @endpoints.get("/fine_tuning/jobs/{job_id}/events", response_model=JobEventList)
-async def job_events(job_id: str, store: JobsDep, after: str | None = None, limit: int = Query(default=20, ge=1, le=1000)) -> dict[str, Any]:
+def job_events(job_id: str, store: JobsDep, after: str | None = None, limit: int = Query(default=20, ge=1, le=1000)) -> dict[str, Any]:
     _job(store, job_id)
     return _page(*store.events(job_id, after=after, limit=limit))
 
 
 @endpoints.get("/fine_tuning/jobs/{job_id}/checkpoints", response_model=CheckpointList)
-async def job_checkpoints(job_id: str, store: JobsDep, limit: int = Query(default=10, ge=1, le=100)) -> dict[str, Any]:
+def job_checkpoints(job_id: str, store: JobsDep, limit: int = Query(default=10, ge=1, le=100)) -> dict[str, Any]:
     _job(store, job_id)
     points = store.checkpoints(job_id)
     return _page(points[:limit], len(points) > limit)

@@ -7,6 +7,7 @@ messages array as the history. A skill's name as the model calls that skill dire
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from chatbot.answer import skill_request
 from chatbot.backends.base import Backend
 from chatbot.bot import Bot, Reply, ReplyStream
 from chatbot.web.dependencies import AppState, BotDep, StateDep
-from chatbot.web.errors import APIError
+from chatbot.web.errors import APIError, guarded
 from chatbot.web.schemas import (
     AssistantMessage,
     ChatbotInfo,
@@ -53,6 +54,11 @@ def _streamed(chunks: str) -> dict[int | str, dict[str, Any]]:
                   "description": f"the JSON object, or with `stream`: server-sent events, each a {chunks}, then `data: [DONE]`"}}
 
 
+def _error_event(body: dict) -> str:
+    """A stream that failed after it started ends with the error, as OpenAI's streams do (the SDK raises it)."""
+    return sse(json.dumps(body)) + sse("[DONE]")
+
+
 def _event(chunk: BaseModel) -> str:
     """A chunk as one server-sent event: the fields it was given only."""
     return sse(chunk.model_dump_json(exclude_unset=True))
@@ -82,12 +88,16 @@ def _check_model(bot: Bot, model: str) -> None:
                        param="model", code="model_not_found")
 
 
-def _models(bot: Bot, started: int) -> list[Model]:
+def _models(bot: Bot, state: AppState) -> list[Model]:
+    started = state.started
     models = [Model(id=BOT_MODEL, object="model", created=started, owned_by="chatbot")]
     for skill in bot.registry.skills.values():
         created = int(skill.training.trained_at.timestamp()) if skill.training else started
         models.append(Model(id=skill.name, object="model", created=created, owned_by="chatbot", kind=skill.kind,
                             description=skill.description))
+    # the base models fine-tuning jobs may start from, as OpenAI and vLLM list theirs
+    models += [Model(id=base, object="model", created=started, owned_by="chatbot", kind="base") for base in state.base_models
+               if base not in bot.registry.skills]
     return models
 
 
@@ -95,12 +105,12 @@ def _models(bot: Bot, started: int) -> list[Model]:
 @endpoints.get("/models", response_model=ModelList, response_model_exclude_unset=True)
 async def list_models(bot: BotDep, state: StateDep) -> ModelList:
     """The bot itself (model ``chatbot``, which routes) and each skill."""
-    return ModelList(object="list", data=_models(bot, state.started))
+    return ModelList(object="list", data=_models(bot, state))
 
 
 @endpoints.get("/models/{model_id}", response_model=Model, response_model_exclude_unset=True)
 async def get_model(model_id: str, bot: BotDep, state: StateDep) -> Model:
-    for model in _models(bot, state.started):
+    for model in _models(bot, state):
         if model.id == model_id:
             return model
     raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
@@ -135,7 +145,7 @@ async def chat_completions(body: ChatCompletionRequest, bot: BotDep, state: Stat
     headers = {SKILL_HEADER: stream.skill or "fallback"}
     if body.stream:
         chunks = _chat_chunks(ident, created, body, first, tokens, stream, bot, state)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(guarded(chunks, _error_event), media_type="text/event-stream", headers=headers)
     pieces = [first or ""] + [piece async for piece in tokens]
     reply = stream.reply
     assert reply is not None
@@ -195,7 +205,8 @@ async def completions(body: CompletionRequest, bot: BotDep, state: StateDep, res
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     headers = {SKILL_HEADER: skill.name}
     if body.stream:
-        return StreamingResponse(_completion_chunks(ident, created, body, backend, requests, state), media_type="text/event-stream",
+        return StreamingResponse(guarded(_completion_chunks(ident, created, body, backend, requests, state), _error_event),
+                                 media_type="text/event-stream",
                                  headers=headers)
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for index, prompt, req in requests:

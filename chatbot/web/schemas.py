@@ -6,32 +6,60 @@ checks them against its types); they are what ``/docs`` shows and what the strea
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from chatbot.backends.base import TokenLogprobs
 from chatbot.conversation.records import Timings
+from chatbot.defaults import MAX_CHOICES, MAX_MESSAGES, MAX_PROMPT_CHARS
 from chatbot.routing.router import Candidate
 from chatbot.runtime.base_models import DEFAULT_BASE
 from chatbot.skills import DEFAULT_KIND, KIND_NAMES
 from chatbot.web.errors import APIError
 
 T = TypeVar("T")
+SEED_RANGE = {"ge": -(2**63), "le": 2**64 - 1}  # what a torch generator takes
+
+
+def _unicode(value: str) -> str:
+    """Text that can be stored and sent on: a lone surrogate (``"\\ud800"`` in JSON) is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 FinishReason = Literal["stop", "length"]
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 
 # -- completions: requests ---------------------------------------------------------------------------
 
 
+class ContentPart(BaseModel):
+    """A part of a message's content: text is read, other parts (images, audio) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Text
+    text: Text | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a part of type text needs a `text` string")
+        return self
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Text | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+            return "".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
 
 
@@ -47,11 +75,11 @@ class Sampling(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(default=None, **SEED_RANGE)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = Field(default=None, max_length=200, description="the session, for model `chatbot`")
 
     def overrides(self) -> dict[str, Any]:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -62,17 +90,30 @@ class Sampling(BaseModel):
 
 
 class ChatCompletionRequest(Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
     n: int = Field(default=1, ge=1, le=1, description="one choice: a routed reply is one turn of a conversation")
 
+    @model_validator(mode="after")
+    def _not_too_long(self) -> ChatCompletionRequest:
+        if sum(len(m.text()) for m in self.messages) > MAX_PROMPT_CHARS:
+            raise ValueError(f"messages: more than {MAX_PROMPT_CHARS:,} characters in all")
+        return self
+
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str]
-    n: int = Field(default=1, ge=1, le=16)
+    prompt: Annotated[Text, Field(max_length=MAX_PROMPT_CHARS)] | list[Annotated[Text, Field(max_length=MAX_PROMPT_CHARS)]]
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
     suffix: str | None = None
+
+    @model_validator(mode="after")
+    def _few_enough_choices(self) -> CompletionRequest:
+        prompts = 1 if isinstance(self.prompt, str) else len(self.prompt)
+        if prompts * self.n > MAX_CHOICES:
+            raise ValueError(f"prompts × n is {prompts * self.n}: at most {MAX_CHOICES} completions a request")
+        return self
 
 
 # -- models and completions: responses ---------------------------------------------------------------
@@ -83,7 +124,7 @@ class Model(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
-    kind: str | None = Field(default=None, description="a skill's kind (absent for model `chatbot`)")
+    kind: str | None = Field(default=None, description="a skill's kind, or `base` for a base model fine-tuning jobs start from (absent for model `chatbot`)")
     description: str | None = Field(default=None, description="what the skill does (absent for model `chatbot`)")
 
 
@@ -188,16 +229,21 @@ class TextCompletion(TextCompletionChunk):
 
 class JobHyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_epochs: int | Literal["auto"] = "auto"
-    batch_size: int | Literal["auto"] = "auto"
-    learning_rate_multiplier: float | Literal["auto"] = "auto"
+    n_epochs: Annotated[int, Field(ge=1, le=50)] | Literal["auto"] = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=10)] | Literal["auto"] = "auto"
     prompt_loss_weight: float = Field(default=0.01, ge=0, le=1, description="an extension: the weight of prompt tokens in the loss")
+
+
+class SupervisedMethod(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    hyperparameters: JobHyperparameters | None = None
 
 
 class JobMethod(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["supervised"] = "supervised"
-    supervised: dict[str, Any] | None = None
+    supervised: SupervisedMethod | None = None
 
 
 class CreateJob(BaseModel):
@@ -207,9 +253,9 @@ class CreateJob(BaseModel):
     validation_file: str | None = None
     hyperparameters: JobHyperparameters | None = None
     method: JobMethod | None = None
-    suffix: str | None = Field(default=None, max_length=64)
-    seed: int | None = None
-    metadata: dict[str, str] | None = Field(default=None, description=f'`{{"kind": "{"|".join(KIND_NAMES)}"}}` picks the skill kind (default {DEFAULT_KIND})')
+    suffix: Text | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, **SEED_RANGE)
+    metadata: dict[Text, Annotated[Text, Field(max_length=512)]] | None = Field(default=None, description=f'`{{"kind": "{"|".join(KIND_NAMES)}"}}` picks the skill kind (default {DEFAULT_KIND})')
 
 
 # -- files and fine-tuning: responses ----------------------------------------------------------------

@@ -13,14 +13,15 @@ from chatbot.bot import Reply
 from chatbot.conversation import Session, SessionInfo
 from chatbot.defaults import MAX_MESSAGE_CHARS
 from chatbot.web.dependencies import BotDep, StateDep
-from chatbot.web.errors import APIError
+from chatbot.web.errors import APIError, guarded
+from chatbot.web.schemas import Text
 from chatbot.web.streaming import in_thread, iterate_in_thread, sse
 
 endpoints = APIRouter(prefix="/sessions", tags=["sessions"])
 
 
 class Message(BaseModel):
-    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, examples=["Are you open on Sundays?"])
+    text: Text = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, examples=["Are you open on Sundays?"])
 
 
 def _no_session(session_id: str) -> APIError:
@@ -46,7 +47,7 @@ async def post_message(session_id: str, message: Message, bot: BotDep, state: St
                 yield sse(json.dumps({"text": piece}, ensure_ascii=False), event="token")
             yield sse(stream.reply.model_dump_json(), event="reply")
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(guarded(events(), lambda body: sse(json.dumps(body), event="error")), media_type="text/event-stream")
     return await in_thread(state.executor, lambda: bot.reply(session_id, message.text))
 
 
