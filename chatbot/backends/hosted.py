@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
 from chatbot.errors import ServerFault
-from chatbot.runtime.openai_client import api_errors, make_client, server_url
+from chatbot.runtime.openai_client import api_errors, make_client, server_url, skill_prefix
 
 
 class OpenAIBackend:
@@ -68,8 +68,7 @@ class OpenAIBackend:
                 if piece:
                     yield piece
         except openai.APIError as exc:  # the stream broke off midway
-            who = f"skill {request.skill!r}: " if request.skill else ""
-            raise ServerFault(f"{who}{self.base_url}: the stream failed: {exc}") from None
+            raise ServerFault(f"{skill_prefix(request.skill)}{self.base_url}: the stream failed: {exc}") from None
 
     def complete(self, request: GenerationRequest) -> Completion:
         response = self._call(request, stream=False)

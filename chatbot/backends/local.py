@@ -102,12 +102,6 @@ def _stamp(folder: Path) -> tuple[int, ...] | None:
     return tuple(stamp)
 
 
-def _peft_model_class() -> type:
-    from peft import PeftModel
-
-    return PeftModel
-
-
 class LocalBackend:
     """Runs requests on local base models with per-request LoRA adapters."""
 
@@ -142,7 +136,7 @@ class LocalBackend:
         if stamp is None:
             raise ServerFault(f"{path}: no adapter there (adapter_config.json missing)", hint="train the skill with `chatbot train`")
         name, self._loaded = f"a{self._loaded}", self._loaded + 1
-        if isinstance(model, _peft_model_class()):
+        if names:  # the base wears peft's wrapper since its first adapter
             model.load_adapter(path, adapter_name=name)
         else:
             from peft import PeftModel

@@ -11,7 +11,6 @@ from chatbot.cli.common import DB_HELP, REGISTRY_HELP, err_console, handle_error
 from chatbot.errors import ChatbotError
 
 KEY_ENV = "CHATBOT_API_KEY"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @handle_errors
@@ -44,11 +43,11 @@ def serve(
     from chatbot.web.access import LOOPBACK_HOSTS, Access
 
     keys = [k for k in (api_key or []) if k] + [k.strip() for k in os.environ.get(KEY_ENV, "").split(",") if k.strip()]
-    if host not in LOOPBACK and not keys:
+    if host not in LOOPBACK_HOSTS and not keys:
         raise ChatbotError(f"--host {host}: anyone who reaches this address could use the bot, read its conversations and train models",
                            hint=f"give clients a key with --api-key or ${KEY_ENV}, or listen on 127.0.0.1")
     hosts = LOOPBACK_HOSTS + [h for h in (allowed_host or []) if h]
-    if host not in LOOPBACK and host not in ("0.0.0.0", "::") and host not in hosts:
+    if host not in ("0.0.0.0", "::") and host not in hosts:
         hosts.append(host)  # clients calling the address it listens on
     if host in ("0.0.0.0", "::") and not allowed_host:
         err_console.print("[yellow]note:[/] only loopback Host names are answered: name the ones clients use with --allowed-host", highlight=False)

@@ -32,7 +32,7 @@ def make_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY", *, sk
     url = server_url(base_url)
     key = os.environ.get(api_key_env)
     if not key and url == OPENAI_URL:
-        raise ChatbotError(f"{_who(skill)}{url} needs an API key: ${api_key_env} is not set",
+        raise ChatbotError(f"{skill_prefix(skill)}{url} needs an API key: ${api_key_env} is not set",
                            hint=key_hint or f"export {api_key_env}=sk-…, or pass --base-url")
     return openai.OpenAI(base_url=url, api_key=key or NO_KEY, timeout=timeout, max_retries=max_retries)
 
@@ -43,7 +43,7 @@ def api_errors(base_url: str | None, *, skill: str | None = None, api_key_env: s
     """Turn the SDK's connection and status errors into one clear line naming the skill and the server."""
     import openai
 
-    url, who = server_url(base_url), _who(skill)
+    url, who = server_url(base_url), skill_prefix(skill)
     try:
         yield
     except openai.APIConnectionError as exc:
@@ -70,5 +70,6 @@ def error_message(exc: Any) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-def _who(skill: str | None) -> str:
+def skill_prefix(skill: str | None) -> str:
+    """``skill 'NAME': `` before an error message, when a skill asked."""
     return f"skill {skill!r}: " if skill else ""

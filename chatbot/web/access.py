@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from chatbot.web.errors import error_body
+from chatbot.web.errors import route_path, send_error
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
 OPEN_PATHS = ("/healthz", "/readyz", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
@@ -59,23 +58,13 @@ class AccessMiddleware:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if not self.access.host_allowed(headers.get("host", "")):
-            return await _refuse(send, 400, "Invalid Host header: this server answers only the names it was started for", "invalid_host")
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):  # mounted in another app: the path below the mount point
-            path = path[len(root):] or "/"
+            return await send_error(send, 400, "Invalid Host header: this server answers only the names it was started for", "invalid_host")
+        path = route_path(scope)
         preflight = scope.get("method") == "OPTIONS" and "access-control-request-method" in headers  # a browser asking CORS
         if path not in OPEN_PATHS and not preflight and not self.access.key_accepted(headers.get("authorization")):
             given = "authorization" in headers
             message = ("Incorrect API key provided" if given else
                        "You didn't provide an API key: send it as `Authorization: Bearer KEY`")
-            return await _refuse(send, 401, message, "invalid_api_key", {"www-authenticate": "Bearer"})
+            return await send_error(send, 401, message, "invalid_api_key", {"www-authenticate": "Bearer"})
         return await self.app(scope, receive, send)
 
-
-async def _refuse(send: Any, status: int, message: str, code: str, extra: dict[str, str] | None = None) -> None:
-    body = json.dumps(error_body(status, message, None, code)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -129,8 +129,9 @@ def create_job(body: CreateJob, store: JobsDep, worker: WorkerDep, state: StateD
     if hyper is None and body.method and body.method.supervised:
         hyper = body.method.supervised.hyperparameters
     hyper = hyper or JobHyperparameters()
-    if isinstance(hyper.n_epochs, int) and hyper.n_epochs * store.rows(body.training_file) > MAX_EXAMPLES_SEEN:
-        raise APIError(400, f"hyperparameters.n_epochs: {hyper.n_epochs} epochs over {store.rows(body.training_file):,} rows is more than "
+    rows = store.rows(body.training_file) if isinstance(hyper.n_epochs, int) else 0
+    if isinstance(hyper.n_epochs, int) and hyper.n_epochs * rows > MAX_EXAMPLES_SEEN:
+        raise APIError(400, f"hyperparameters.n_epochs: {hyper.n_epochs} epochs over {rows:,} rows is more than "
                        f"{MAX_EXAMPLES_SEEN:,} examples seen, the most one job may train on", param="hyperparameters.n_epochs")
     job = FineTuningJob(
         id=new_id("ftjob"), object="fine_tuning.job", created_at=int(time.time()), finished_at=None, model=body.model,

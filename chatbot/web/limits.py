@@ -3,13 +3,12 @@ is answered 413 in OpenAI's error shape before the app reads it all, whether or 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
 from chatbot.defaults import MAX_BODY_BYTES, MAX_UPLOAD_BYTES
-from chatbot.web.errors import error_body
+from chatbot.web.errors import route_path, send_error
 
 UPLOAD_PATHS = ("/v1/files",)
 MULTIPART_SLACK = 64 << 10  # the multipart envelope around an upload: boundaries, headers, the purpose field
@@ -29,11 +28,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-        limit = MAX_UPLOAD_BYTES + MULTIPART_SLACK if path in UPLOAD_PATHS else MAX_BODY_BYTES
+        limit = MAX_UPLOAD_BYTES + MULTIPART_SLACK if route_path(scope) in UPLOAD_PATHS else MAX_BODY_BYTES
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await _too_large(send, limit)
+            return await send_error(send, 413, _TooLarge(limit).detail, "request_too_large")
         seen, started = 0, False
 
         async def counted() -> dict[str, Any]:
@@ -54,11 +52,5 @@ class BodyLimitMiddleware:
             await self.app(scope, counted, watched)
         except _TooLarge:
             if not started:
-                await _too_large(send, limit)
+                await send_error(send, 413, _TooLarge(limit).detail, "request_too_large")
 
-
-async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps(error_body(413, f"the request body is larger than {limit:,} bytes", None, "request_too_large")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
