@@ -137,6 +137,7 @@ class Bot:
         *on_progress* hears of long steps of fitting the router (``(what, done, total)``).
         With *allow_empty*, a missing or empty registry gives a bot whose every answer is the fallback.
         """
+        registry_io.repair_adapters(path)  # a training killed while it swapped adapters leaves the registered one
         registry = registry_io.load(path, missing_ok=allow_empty)
         if not registry.skills and not allow_empty:
             raise ChatbotError(f"{registry.path}: no skills registered", hint="train one with `chatbot train`")

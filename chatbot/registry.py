@@ -6,6 +6,7 @@ Adapter paths are stored relative to the registry file's folder so a project can
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import yaml
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from chatbot import adapters
 from chatbot.defaults import DATA_DIR, DEFAULT_ENCODER, REGISTRY_ENV, REGISTRY_FILE
 from chatbot.errors import ChatbotError
 from chatbot.files import atomic_write_text
@@ -26,6 +28,7 @@ from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KIND_NAMES, KINDS, S
 
 SkillKindName = Literal[KIND_NAMES]  # type: ignore[valid-type]  # the names of chatbot.skills.KINDS
 HAND_SET = ("routing_examples", "history_turns", "ground_entities", "description", "routing")  # what retraining keeps
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -53,6 +56,8 @@ class TrainingRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="the last `chatbot eval` result")
     trained_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     duration_s: float = 0.0
+    adapter_id: str | None = Field(default=None, description="the id in the adapter folder's chatbot.json: which adapter this record is of")
+    fine_tuning_job: str | None = Field(default=None, description="the server's fine-tuning job that trained it")
 
 
 class Skill(BaseModel):
@@ -188,37 +193,152 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+MAX_YAML_DEPTH = 32  # models.yaml nests 4 levels (skills.NAME.training.metrics); deeper is a mistake or an attack
+MAX_YAML_VALUES = 100_000  # values once aliases are expanded: a "billion laughs" file expands to far more
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with a value it cannot build (a date that does not exist, an integer of 5,000
+    digits) reported as a YAML error at the value's line instead of escaping as a ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError, TypeError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read this value: {exc}", node.start_mark) from None
+
+
+def key_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``skills.faq.stop[0]``: a location in the file as a user reads it (odd keys quoted)."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        elif isinstance(part, str) and part.startswith("[") and part.endswith("]"):
+            text += part  # pydantic's "[key]": the key itself is wrong
+        elif isinstance(part, str) and re.fullmatch(r"[\w.-]+", part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return printable(text) or "(the whole file)"
+
+
+def printable(text: str) -> str:
+    """*text* with lone surrogates written as escapes, so that a message naming it can be printed."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _parse(file: Path) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for lines) and the data of *file*; ChatbotError naming the line, and the key where there is one."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ChatbotError(f"{file}: cannot read it ({exc.strerror or exc})") from None
+    text = _decode_yaml(file, raw)
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            raise ChatbotError(f"{file}:{loader.get_mark().line + 1}: nested too deeply (more than {MAX_YAML_DEPTH} levels)", hint="fix the file") from None
+        if root is None:
+            return None, {}
+        _check_nodes(file, root)
+        return root, loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if isinstance(exc, yaml.reader.ReaderError):
+            line = text.count("\n", 0, exc.position) + 1
+            problem = f"character {exc.character!r} is not allowed in YAML" if isinstance(exc.character, str) else str(exc)
+            raise ChatbotError(f"{file}:{line}: invalid YAML: {printable(problem)}", hint="remove it, or write it as an escape in a double-quoted string") from None
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ChatbotError(f"{file}{where}: invalid YAML: {printable(problem)}", hint="fix the file") from None
+    finally:
+        loader.dispose()
+
+
+def _decode_yaml(file: Path, raw: bytes) -> str:
+    """The text of *raw*: UTF-8, or UTF-16/32 with a byte order mark, as YAML allows; errors name the line."""
+    for bom, codec in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if raw.startswith(bom):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise ChatbotError(f"{file}: invalid {codec.upper()} text ({exc.reason})", hint="save it as UTF-8") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ChatbotError(f"{file}:{line}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x})", hint="save it as UTF-8") from None
+
+
+def _check_nodes(file: Path, root: yaml.Node) -> None:
+    """Refuse, before building anything, what would make the values huge or unprintable.
+
+    Nesting deeper than :data:`MAX_YAML_DEPTH`, more than :data:`MAX_YAML_VALUES` values once aliases
+    are expanded (a "billion laughs" file, or an alias to itself), and lone surrogates (``"\\ud800"``
+    escapes: half of a character, which no file or terminal can take). The walk follows the expanded
+    tree, so it stops as soon as a limit is passed.
+    """
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    seen = 0
+    while stack:
+        node, loc = stack.pop()
+        seen += 1
+        where = f"{file}:{node.start_mark.line + 1}: {key_path(loc)}"
+        if seen > MAX_YAML_VALUES:
+            raise ChatbotError(f"{where}: more than {MAX_YAML_VALUES:,} values once its aliases are expanded",
+                               hint="write the values out instead of repeating aliases (*name)")
+        if len(loc) > MAX_YAML_DEPTH:
+            raise ChatbotError(f"{where}: nested more than {MAX_YAML_DEPTH} levels deep", hint="fix the file")
+        if isinstance(node, yaml.ScalarNode):
+            if re.search("[\ud800-\udfff]", node.value):
+                raise ChatbotError(f"{where}: a lone surrogate such as \\ud800 is half of a character, not valid Unicode",
+                                   hint="write the character itself, or a pair of escapes")
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*loc, index)) for index, item in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                stack.append((value, (*loc, name)))
+                stack.append((key, (*loc, name)))
+
+
 def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False) -> Registry:
-    """Load and validate the registry; errors name the file, the key path and the line."""
+    """Load and validate the registry; errors name the file, the line and the key path.
+
+    Whatever the file holds, the only exception is a ChatbotError (see :func:`_parse`).
+    """
     file = registry_path(path)
     if not file.exists():
         if missing_ok:
             return Registry(path=file)
         raise ChatbotError(f"{file}: no such registry", hint=f"train a skill with `chatbot train` to create it, or pass --registry / set {REGISTRY_ENV}")
-    text = file.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ChatbotError(f"{file}{where}: invalid YAML: {getattr(exc, 'problem', exc)}", hint="fix the file") from None
+    if file.is_dir():
+        raise ChatbotError(f"{file}: is a directory, not a registry file", hint="pass the path of models.yaml")
+    root, data = _parse(file)
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ChatbotError(f"{file}:1: the registry must be a mapping with a `skills:` key")
-    for name, skill in (data.get("skills") or {}).items():
+        raise ChatbotError(f"{file}:1: (the whole file): the registry must be a mapping with a `skills:` key, not {type(data).__name__}")
+    skills = data.get("skills")
+    for name, skill in (skills.items() if isinstance(skills, dict) else ()):
         if isinstance(skill, dict):
             skill.setdefault("name", name)
     try:
         registry = Registry.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc)
+        errors = exc.errors()
+        loc = tuple(errors[0]["loc"])
         line = _line_of(root, loc)
-        raise ChatbotError(f"{file}:{line}: {key}: {err['msg']}", hint="fix that key") from None
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ChatbotError(f"{file}:{line}: {key_path(loc)}: {printable(errors[0]['msg'])}{more}", hint="fix that key") from None
     for name, skill in registry.skills.items():
         if skill.name != name:
-            raise ChatbotError(f"{file}:{_line_of(root, ('skills', name, 'name'))}: skills.{name}.name: {skill.name!r} differs from its key {name!r}")
+            where = f"{file}:{_line_of(root, ('skills', name, 'name'))}: {key_path(('skills', name, 'name'))}"
+            raise ChatbotError(f"{where}: {skill.name!r} differs from its key {name!r}")
     if registry.fallback.skill and registry.fallback.skill not in registry.skills:
         line = _line_of(root, ("fallback", "skill"))
         raise ChatbotError(f"{file}:{line}: fallback.skill: no skill named {registry.fallback.skill!r}", hint="name a registered skill or remove the key")
@@ -264,10 +384,29 @@ def editing(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = Tr
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):
         registry = load(file, missing_ok=missing_ok)
+        _repair_adapters(registry)
         before = registry.model_dump()
         yield registry
         if registry.model_dump() != before:
             save(registry, file)
+
+
+def _repair_adapters(registry: Registry) -> None:
+    """Finish or undo an adapter swap that a kill interrupted (see :mod:`chatbot.adapters`); under the lock."""
+    for skill in registry.skills.values():
+        folder = registry.adapter_path(skill)
+        if folder is not None and adapters.replaced(folder).exists():
+            done = adapters.repair(folder, skill.training.adapter_id if skill.training else None)
+            if done:
+                log.warning("%s", done)
+
+
+def repair_adapters(path: str | os.PathLike[str] | None = None) -> None:
+    """Make every local skill's adapter the one its record names, after a kill during a training; cheap when there is nothing to do."""
+    registry = load(path, missing_ok=True)
+    if any((folder := registry.adapter_path(s)) is not None and adapters.replaced(folder).exists() for s in registry.skills.values()):
+        with editing(path):
+            pass
 
 
 def register(skill: Skill, path: str | os.PathLike[str] | None = None) -> Registry:

@@ -14,6 +14,7 @@ from bot_helpers import REGISTRY, write_registry
 from environment import scaled
 from web_server import running
 
+from chatbot import registry as registry_io
 from chatbot.backends.base import GenerationRequest
 from chatbot.backends.local import LocalBackend
 from chatbot.bot import Bot
@@ -234,3 +235,47 @@ def test_jobs_and_conversations_share_one_engine(tmp_path: Path) -> None:
         assert app.state.jobs.engine is bot.store.engine  # one pool for both
     finally:
         app.state.job_worker.stop()
+
+
+def test_a_file_in_use_by_a_job_that_has_not_ended_can_not_be_deleted(server: tuple[openai.OpenAI, Bot, str]) -> None:
+    client, bot, base = server
+    upload = client.files.create(file=("mood.jsonl", jsonl(ROWS)), purpose="fine-tune")
+    store = JobStore(f"sqlite:///{bot.registry.path.parent / 'c.db'}", bot.data_dir)  # a job the worker is busy with
+    store.add_job({"id": "ftjob-busy", "object": "fine_tuning.job", "created_at": 1, "status": "running", "model": base,
+                   "training_file": "file-other", "validation_file": upload.id, "hyperparameters": {}, "metadata": {}})
+    with pytest.raises(openai.ConflictError, match="ftjob-busy"):
+        client.files.delete(upload.id)
+    assert client.files.content(upload.id).read() == jsonl(ROWS)
+    store.update_job("ftjob-busy", status="cancelled")
+    assert client.files.delete(upload.id).deleted
+
+
+def test_deleting_every_upload_after_a_job_breaks_nothing(tmp_path: Path, tiny_base: str) -> None:
+    skills = {name: skill | {"base_model": tiny_base, "generation": {"max_tokens": 4}} for name, skill in REGISTRY["skills"].items()}
+    write_registry(tmp_path, skills=skills)
+    path, db = tmp_path / "models.yaml", f"sqlite:///{tmp_path / 'c.db'}"
+
+    def serve():  # noqa: ANN202
+        return running(create_app(Bot.from_registry(path, db=db), base_models=[tiny_base]))
+
+    with serve() as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        training = client.files.create(file=("mood.jsonl", jsonl(ROWS * 2)), purpose="fine-tune")
+        valid = client.files.create(file=("valid.jsonl", jsonl(ROWS)), purpose="fine-tune")
+        job = wait_for(client, client.fine_tuning.jobs.create(model=tiny_base, training_file=training.id, validation_file=valid.id,
+                                                              hyperparameters={"n_epochs": 1}, metadata={"kind": "classify"}).id)
+        assert job.status == "succeeded", job.error
+        for file in client.files.list():
+            client.files.delete(file.id)
+        assert not list(client.files.list()) and not list((tmp_path / ".chatbot" / "files").glob("file-*"))
+    with registry_io.editing(path) as registry:  # the operator routes the new model: `chatbot registry routing NAME on`
+        registry.skills[job.fine_tuned_model].routing = True
+    with serve() as url:  # the server starts again; the router reads the model's own copy of its data
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert job.fine_tuned_model in [m.id for m in client.models.list()]
+        answer = client.completions.create(model=job.fine_tuned_model, prompt=ROWS[0]["prompt"], max_tokens=2)
+        assert answer.choices[0].finish_reason in ("stop", "length")
+        again = wait_for(client, client.fine_tuning.jobs.create(model=tiny_base, training_file=client.files.create(file=("mood.jsonl", jsonl(ROWS * 2)), purpose="fine-tune").id,
+                                                                hyperparameters={"n_epochs": 1}, metadata={"kind": "classify"}).id)
+        assert again.status == "succeeded", again.error  # a later job still trains and registers: models.yaml builds a bot
+

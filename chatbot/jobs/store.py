@@ -141,6 +141,12 @@ class JobStore:
         with self._session() as db:
             return [_file(row) for row in db.scalars(query)]
 
+    def jobs_using(self, file_id: str) -> list[str]:
+        """The jobs that have not ended and train on (or validate with) the file."""
+        with self._session() as db:
+            rows = db.scalars(select(_Job).where(_Job.status.in_(ACTIVE)))
+            return [r.id for r in rows if file_id in (r.body.get("training_file"), r.body.get("validation_file"))]
+
     def delete_file(self, file_id: str) -> bool:
         with self._session.begin() as db:
             row = db.get(_File, file_id)
@@ -220,7 +226,10 @@ class JobStore:
                  "type": r.type, "data": r.data} for r in rows[:limit]], len(rows) > limit
 
     def add_checkpoint(self, job_id: str, model: str, step: int, metrics: dict[str, Any]) -> None:
+        """Record the checkpoint of *model*, once (a job finished again after a restart adds none)."""
         with self._session.begin() as db:
+            if db.scalar(select(_Checkpoint.id).where(_Checkpoint.job_id == job_id, _Checkpoint.model == model)) is not None:
+                return
             db.add(_Checkpoint(id=new_id("ftckpt"), job_id=job_id, created_at=int(time.time()), model=model, step=step, metrics=metrics))
 
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:

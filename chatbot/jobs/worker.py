@@ -3,8 +3,11 @@
 A job goes ``validating_files`` (the files are checked as ``chatbot data check`` does) → ``queued``
 → ``running`` (the local trainer, the same one ``chatbot train`` uses) → ``succeeded`` (the model is
 registered as a skill and served at once), ``failed`` (with the reason, and the line for a bad file)
-or ``cancelled``. A job that was running when the server stopped is marked failed at the next start;
-queued ones are picked up again.
+or ``cancelled``. The registry is where a job commits: a job that was running when the server
+stopped ends, at the next start, ``succeeded`` when its model is in ``models.yaml`` (it was
+registered just before the kill), else ``failed``, with whatever its training wrote removed. Queued
+ones are picked up again. The model keeps a copy of its data files in its adapter folder, so that
+deleting the uploads never breaks routing.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class JobWorker:
 
     def start(self) -> None:
         for job in self.store.running():  # the server died while it ran
-            self._fail(job["id"], "server_restarted", "the server stopped while this job was running; create a new job to train again")
+            self._recover(job)
         self._thread = threading.Thread(target=self._loop, name="fine-tuning-worker", daemon=True)
         self._thread.start()
 
@@ -158,7 +161,7 @@ class JobWorker:
         try:
             skill = train_skill(name, job["metadata"].get("kind", DEFAULT_KIND), data, valid=valid, base=job["model"], hyperparameters=hyper,
                                 registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
-                                routing=self.route_new_models,
+                                routing=self.route_new_models, keep_data=True, fine_tuning_job=job_id,
                                 on_step=on_step, on_epoch=on_epoch)
         except _Cancelled:
             self._discard(name)
@@ -172,23 +175,46 @@ class JobWorker:
                 return
             self._finishing = job_id
         try:
-            resolved = skill.training.hyperparameters if skill.training else {}
-            valid_loss = skill.training.valid_loss[-1] if skill.training and skill.training.valid_loss else None
-            self.store.add_checkpoint(job_id, name, len(losses), {"train_loss": losses[-1] if losses else None, "valid_loss": valid_loss})
-            if self.on_model:
-                self.on_model(skill)  # served from now on
-            self.store.add_event(job_id, f"New fine-tuned model created: {name}")
-            self.store.add_event(job_id, "The job has successfully completed")
-            self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
-                                  hyperparameters={k: resolved.get(k, v) for k, v in hp.items()})
+            self._finish(job, skill, len(losses))
         finally:
             self._finishing = None
 
+    def _finish(self, job: dict[str, Any], skill: Skill, steps: int) -> None:
+        """Serve the registered model and mark the job succeeded; safe to run again after a kill."""
+        job_id, record = job["id"], skill.training
+        resolved = record.hyperparameters if record else {}
+        losses = {"train_loss": record.train_loss[-1] if record and record.train_loss else None,
+                  "valid_loss": record.valid_loss[-1] if record and record.valid_loss else None}
+        self.store.add_checkpoint(job_id, skill.name, steps, losses)
+        if self.on_model:
+            self.on_model(skill)  # served from now on
+        self.store.add_event(job_id, f"New fine-tuned model created: {skill.name}")
+        self.store.add_event(job_id, "The job has successfully completed")
+        self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=skill.name, finished_at=int(time.time()),
+                              hyperparameters={k: resolved.get(k, v) for k, v in job["hyperparameters"].items()})
+
+    def _recover(self, job: dict[str, Any]) -> None:
+        """A job the server was running when it stopped: finished if its model was registered, else failed and cleaned up."""
+        name = model_name(job["model"], job.get("user_provided_suffix"), job["id"])
+        skill = registry_io.load(self.registry_path, missing_ok=True).skills.get(name)
+        if skill is not None and skill.training is not None and skill.training.fine_tuning_job == job["id"]:
+            self.store.add_event(job["id"], "The server stopped after the model was registered; finishing the job")
+            self._finish(job, skill, self._last_step(job["id"]))
+            return
+        self._discard(name)
+        self._fail(job["id"], "server_restarted", "the server stopped while this job was running; create a new job to train again")
+
+    def _last_step(self, job_id: str) -> int:
+        events, _ = self.store.events(job_id, limit=1000)
+        return next((int(e["data"]["step"]) for e in events if e["type"] == "metrics" and "step" in (e["data"] or {})), 0)
+
     def _discard(self, name: str) -> None:
-        """Undo what the training of a cancelled job wrote: its skill in models.yaml and its adapter."""
+        """Undo what the training of a cancelled or interrupted job wrote: its skill in models.yaml and its adapter folders."""
         with registry_io.editing(self.registry_path) as registry:
             registry.skills.pop(name, None)
-        shutil.rmtree(self.registry_path.parent / "adapters" / name, ignore_errors=True)
+            folder = self.registry_path.parent / "adapters" / name
+            for path in (folder, folder.with_name(name + ".tmp"), folder.with_name(name + ".old")):
+                shutil.rmtree(path, ignore_errors=True)
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
         job = self.store.update_job(job_id, only_if=ACTIVE, status="failed", finished_at=int(time.time()),

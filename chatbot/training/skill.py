@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from chatbot import adapters
 from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
 from chatbot.files import file_sha256
@@ -46,12 +48,18 @@ def train_skill(
     description: str = "",
     force: bool = False,
     routing: bool = True,
+    keep_data: bool = False,
+    fine_tuning_job: str | None = None,
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> Skill:
     """Check *data*, fine-tune a LoRA adapter for skill *name* and register it.
 
     With *routing* false the skill answers only when asked by name, until the router is told to use it.
+    With *keep_data* the data files are copied into the adapter's folder (``data/``) and the record
+    names the copies, so that routing never depends on a file that may be deleted (a server's uploads).
+    The adapter is put in place with the registry (:mod:`chatbot.adapters`): a kill leaves the old
+    adapter or the new one, never none, and the record always describes the adapter in place.
     """
     from chatbot.data.io import load_examples
 
@@ -66,12 +74,22 @@ def train_skill(
     examples = load_examples(data_path)
     valid_examples = load_examples(valid_path) if valid_path else []
     adapter_dir = (registry.path.parent if registry.path else Path.cwd()) / "adapters" / name
+    staged = adapters.staging(adapter_dir)
     result = train_lora(
-        [(e.prompt, e.completion) for e in examples], adapter_dir,
+        [(e.prompt, e.completion) for e in examples], staged,
         base_model=base, hyperparameters=hyperparameters or Hyperparameters(),
         valid_examples=[(e.prompt, e.completion) for e in valid_examples],
         on_step=on_step, on_epoch=on_epoch,
     )
+    data_file, valid_file = registry.relative(data_path), registry.relative(valid_path) if valid_path else None
+    if keep_data:
+        (staged / "data").mkdir()
+        data_file = registry.relative(adapter_dir / "data" / ("train" + data_path.suffix))
+        shutil.copyfile(data_path, staged / "data" / ("train" + data_path.suffix))
+        if valid_path:
+            valid_file = registry.relative(adapter_dir / "data" / ("valid" + valid_path.suffix))
+            shutil.copyfile(valid_path, staged / "data" / ("valid" + valid_path.suffix))
+    adapter_id = adapters.seal(staged, skill=name, base_model=base, data_sha256=file_sha256(data_path))
     longest = max(count(e.completion) for e in examples)
     skill = Skill(
         name=name,
@@ -85,18 +103,22 @@ def train_skill(
         # room for the longest answer seen in training, and a little more
         generation=Generation(max_tokens=min(1024, max(16, math.ceil(longest * 1.25) + 8))),
         training=TrainingRecord(
-            data_file=registry.relative(data_path),
+            data_file=data_file,
             data_sha256=file_sha256(data_path),
-            valid_file=registry.relative(valid_path) if valid_path else None,
+            valid_file=valid_file,
             valid_sha256=file_sha256(valid_path) if valid_path else None,
             base_model=base,
             hyperparameters=result.hyperparameters.model_dump(),
             train_loss=result.train_loss,
             valid_loss=result.valid_loss,
             duration_s=result.duration_s,
+            adapter_id=adapter_id,
+            fine_tuning_job=fine_tuning_job,
         ),
     )
     with registry_io.editing(registry.path) as registry:  # read again: the file may have changed while training
+        replaced = adapters.install(staged, adapter_dir)
         registry.skills[name] = skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description))
         skill = registry.skills[name]
+    adapters.discard(replaced)  # the registry naming the new adapter is saved
     return skill

@@ -169,20 +169,14 @@ def _validate(run: _Run) -> float:
 
 
 def _save(run: _Run, out: Path) -> None:
-    """The adapter and its tokenizer in peft's format, written beside *out*, then put in its place.
+    """The adapter and its tokenizer in peft's format, in *out* (made empty first).
 
-    An old adapter there is renamed aside first and removed last, so a server answering with it
-    while this runs sees a whole adapter, old or new, at every moment but the two renames.
+    ``chatbot.training.skill`` passes a staging folder and puts it in place with the registry
+    (:mod:`chatbot.adapters`), so that a kill leaves the old adapter or the new one, never none.
     """
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    run.model.save_pretrained(tmp)
-    run.tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    run.model.save_pretrained(out)
+    run.tokenizer.save_pretrained(out)
 
 
 def encode(tokenizer: Any, prompt: str, completion: str, max_length: int, prompt_loss_weight: float) -> Encoded:

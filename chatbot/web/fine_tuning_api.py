@@ -107,7 +107,11 @@ def file_content(file_id: str, store: JobsDep) -> FileResponse:
 
 @endpoints.delete("/files/{file_id}", response_model=FileDeleted)
 def delete_file(file_id: str, store: JobsDep) -> FileDeleted:
+    """Delete a file; refused (409) while a job that has not ended uses it. A finished job's model keeps its own copy."""
     _file(store, file_id)
+    if using := store.jobs_using(file_id):
+        raise APIError(409, f"file {file_id} is used by fine-tuning job {using[0]}, which has not ended: cancel it or wait", param="file_id",
+                       code="file_in_use")
     store.delete_file(file_id)
     return FileDeleted(id=file_id, object="file", deleted=True)
 
