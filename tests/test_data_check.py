@@ -335,3 +335,70 @@ def test_cli_check_unreadable_exits_1_missing_file_exits_2(tmp_path: Path) -> No
 def test_cli_check_help_has_an_example() -> None:
     result = runner.invoke(app, ["check", "--help"])
     assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+# ---------------------------------------------------------------- files as users have them
+
+
+def qa_txt(path: Path, n: int = 144) -> Path:
+    """The issue's qa.txt: JSON lines, saved with a .txt extension."""
+    return write_jsonl(path, [{"prompt": f"question {i}?{SEP}", "completion": f" answer {i}{STOP}"} for i in range(n)])
+
+
+def test_json_lines_in_a_txt_file_are_checked_as_json_lines(tmp_path: Path) -> None:
+    report = check_file(qa_txt(tmp_path / "qa.txt"))
+    assert report.read_as == "read qa.txt as JSON Lines (its content), not plain text (its extension)"
+    assert report.ok, report.codes("error")
+    assert "empty_completion" not in report.codes() and (report.separator, report.stop) == (SEP, STOP)
+    result = runner.invoke(app, ["check", str(tmp_path / "qa.txt"), "--approximate"])
+    assert result.exit_code == 0, result.output
+    assert "read qa.txt as JSON Lines (its content), not plain text (its extension)" in result.stdout
+    result = runner.invoke(app, ["check", str(tmp_path / "qa.txt"), "--approximate", "--json"])
+    assert Report.model_validate_json(result.stdout).read_as == report.read_as
+
+
+def test_semicolon_csv_is_checked_with_its_columns(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_bytes(b"\xef\xbb\xbfprompt;completion\n" + "".join(f"q {i}, please{SEP!r};yes\n" for i in range(5)).encode())
+    report = check_file(path)
+    assert "missing_column" not in report.codes() and report.rows == 5
+    assert report.read_as == (
+        "read s.csv as CSV separated by semicolons (its content), not by commas (its extension), "
+        "in UTF-8 with a byte order mark"
+    )
+
+
+def test_unreadable_file_says_how_it_was_read(tmp_path: Path) -> None:
+    path = qa_txt(tmp_path / "qa.txt", 3)
+    path.write_text(path.read_text() + '{"prompt": "a" "completion": " b"}\n', encoding="utf-8")
+    report = check_file(path)
+    assert report.codes() == ["unreadable"] and report.findings[0].lines == [4]
+    assert report.read_as is not None and "JSON Lines (its content)" in report.read_as
+
+
+def test_deeply_nested_json_is_an_unreadable_line_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"prompt": "a", "completion": " b"}\n' + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["check", str(path), "--approximate", "--json"])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    report = Report.model_validate_json(result.stdout)
+    assert report.codes() == ["unreadable"] and report.findings[0].lines == [2]
+    assert "nested more than 64 levels" in report.findings[0].message
+
+
+def test_lone_surrogates_are_reported_by_line_and_field(tmp_path: Path) -> None:
+    rows = clean_rows()
+    path = write_jsonl(tmp_path / "s.jsonl", rows)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[2] = json.dumps({"prompt": "x\ud800" + SEP, "completion": " y" + STOP})  # json.dumps writes "\ud800"
+    lines[4] = json.dumps({"prompt": "z" + SEP, "completion": " \udfff" + STOP, "n\udc00te": 1})
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = check_file(path)
+    bad = {f.field: f.lines for f in report.findings if f.code == "invalid_unicode"}
+    assert bad == {"prompt": [3], "completion": [5], "n\\udc00te": [5]}
+    assert not report.ok and report.rows == 120
+    result = runner.invoke(app, ["check", str(path), "--approximate", "--json"])
+    assert result.exit_code == 1, result.output  # the report is written, escapes and all
+    assert "invalid_unicode" in Report.model_validate_json(result.stdout).codes()
+    result = runner.invoke(app, ["check", str(path), "--approximate"])
+    assert result.exit_code == 1 and "'prompt' holds a lone surrogate on line 3" in result.stdout

@@ -208,3 +208,35 @@ def test_fixing_its_own_output_applies_nothing_and_writes_the_same_bytes(tmp_pat
     again = fix_file(tmp_path / "once.jsonl", tmp_path / "twice.jsonl", accept=yes)
     assert again.applied == [] and again.skipped == []
     assert (tmp_path / "twice.jsonl").read_bytes() == (tmp_path / "once.jsonl").read_bytes()
+
+
+# ---------------------------------------------------------------- files as users have them
+
+
+def test_fix_reads_json_lines_in_a_txt_file(tmp_path: Path) -> None:
+    source = tmp_path / "qa.txt"
+    rows = [{"prompt": f"question {i}?", "completion": f"answer {i}"} for i in range(144)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = fix_file(source, tmp_path / "o.jsonl", accept=yes)
+    assert result.rows_after == 144 and not any(line.startswith("convert") for line in result.applied)
+    assert result.read_as == "read qa.txt as JSON Lines (its content), not plain text (its extension)"
+    assert read(tmp_path / "o.jsonl")[0]["prompt"].startswith("question 0?")  # not '{"prompt": ...' as one prompt
+    cli = runner.invoke(app, ["fix", str(source), "-o", str(tmp_path / "p.jsonl"), "--yes", "--approximate"])
+    assert cli.exit_code == 0, cli.output
+    assert cli.stdout.startswith("read qa.txt as JSON Lines (its content), not plain text (its extension)\n")
+
+
+def test_fix_drops_rows_with_lone_surrogates_and_says_so(tmp_path: Path) -> None:
+    source = tmp_path / "s.jsonl"
+    rows = [{"prompt": f"p {i}", "completion": f"c {i}"} for i in range(5)]
+    rows[1]["prompt"] = "bad \ud800"
+    rows[3]["x\udfff"] = "only an extra column"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    before = source.read_bytes()
+    result = fix_file(source, tmp_path / "o.jsonl", accept=yes)
+    assert "drop_invalid_text: dropped 1 row holding a lone surrogate, not valid Unicode (line 2)" in result.applied
+    assert result.rows_after == 4 and len(read(tmp_path / "o.jsonl")) == 4
+    assert any(line.startswith("drop_columns: dropped column 'x\\udfff'") for line in result.applied)
+    assert source.read_bytes() == before
+    cli = runner.invoke(app, ["fix", str(source), "-o", str(tmp_path / "p.jsonl"), "--yes", "--approximate"])
+    assert cli.exit_code == 0 and "drop_invalid_text" in cli.stdout

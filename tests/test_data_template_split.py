@@ -182,3 +182,27 @@ def test_cli_help_has_examples() -> None:
     for command in ("template", "split"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+def test_split_and_template_refuse_lone_surrogates_naming_line_and_field(tmp_path: Path) -> None:
+    source = tmp_path / "s.jsonl"
+    source.write_text('{"text": "a", "label": "x"}\n{"text": "b\\ud800", "label": "y"}\n', encoding="utf-8")
+    with pytest.raises(ChatbotError, match=r"s\.jsonl:2: field 'text' holds a lone surrogate"):
+        split_file(source, valid=0.5)
+    with pytest.raises(ChatbotError, match=r"s\.jsonl:2: field 'text' holds a lone surrogate"):
+        render_table(source, "{text}", out=tmp_path / "t.jsonl")
+    assert render_table(source, "{label}", out=tmp_path / "t.jsonl") == 2  # the column used is fine
+    result = runner.invoke(app, ["split", str(source), "--valid", "0.5"])
+    assert result.exit_code == 2 and "s.jsonl:2: field 'text' holds a lone surrogate" in result.stderr
+
+
+def test_split_and_template_say_how_the_file_was_read(tmp_path: Path) -> None:
+    source = tmp_path / "d.txt"
+    source.write_text("text;label\n" + "".join(f"q {i};{'ab'[i % 2]}\n" for i in range(10)), encoding="utf-8")
+    result = runner.invoke(app, ["split", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "read d.txt as CSV separated by semicolons (its content), not plain text (its extension)" in result.stdout
+    assert "stratified on 2 classes" in result.stdout
+    result = runner.invoke(app, ["template", str(source), "-t", "Say {text}", "-o", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "read d.txt as CSV separated by semicolons" in result.stdout and "wrote 10 prompts" in result.stdout

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from chatbot.data.check import Report, TokenCounter, check_file, plural, show
 from chatbot.data.fix import FixResult, fix_file
-from chatbot.data.io import read_records
+from chatbot.data.io import describe, read_file
 from chatbot.data.split import can_stratify, split_file, stratify_labels
 from chatbot.data.template import render_table
 from chatbot.cli.common import decode_escapes, handle_errors
@@ -54,6 +54,8 @@ def _lines(lines: list[int], count: int) -> str:
 def print_report(report: Report, console: Console) -> None:
     """The report as a few summary lines and a table of findings."""
     console.print(f"[bold]{escape(report.path)}[/bold]: {report.rows} rows, task type [cyan]{report.task_type}[/cyan]")
+    if report.read_as:
+        console.print(f"[cyan]{escape(report.read_as)}[/cyan]")
     if report.task_type != "unknown":
         separator = show(report.separator) if report.separator else "none"
         stop = show(report.stop) if report.stop else "none"
@@ -90,7 +92,7 @@ def print_report(report: Report, console: Console) -> None:
 @app.command()
 @handle_errors
 def check(
-    file: Annotated[Path, typer.Argument(help="Data file: .jsonl, .json, .csv, .tsv, .xlsx or .txt.")],
+    file: Annotated[Path, typer.Argument(help="Data file: .jsonl, .json, .csv, .tsv, .xlsx or .txt (the content decides where the extension misleads).")],
     valid: Annotated[
         Path | None, typer.Option("--valid", help="Validation file: also report its prompts that occur in FILE.")
     ] = None,
@@ -140,6 +142,8 @@ def acceptor(yes: bool, console: Console, declined: list[str]) -> Callable[[str,
 
 
 def print_fix(result: FixResult, console: Console, declined: list[str]) -> None:
+    if result.read_as:
+        console.print(f"[cyan]{escape(result.read_as)}[/cyan]")
     console.print(f"read {result.rows_before} rows, wrote {result.rows_after}: {', '.join(result.outputs)}")
     for line in result.applied:
         console.print(f"  [green]applied[/green] {escape(line)}")
@@ -238,6 +242,9 @@ def template(
         force=force,
     )
     console = Console(highlight=False, soft_wrap=True)
+    note = describe(table)
+    if note:
+        console.print(f"[cyan]{escape(note)}[/cyan]")
     console.print(f"wrote {rows} prompts to {escape(str(out))}")
     if completion is None:
         console.print(f"completions are empty: write them, then run `chatbot data check {escape(str(out))}`")
@@ -258,10 +265,13 @@ def split(
 
     Example: chatbot data split train.jsonl --valid 0.2 --seed 1
     """
-    labels = stratify_labels(read_records(file))
+    data = read_file(file)
+    labels = stratify_labels(data.records)
     stratified = labels is not None and can_stratify(labels, valid)
     train_path, valid_path = split_file(file, valid=valid, seed=seed, out_dir=out_dir, force=force)
     console = Console(highlight=False, soft_wrap=True)
+    if data.note:
+        console.print(f"[cyan]{escape(data.note)}[/cyan]")
     for path in (train_path, valid_path):
         rows = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
         console.print(f"wrote {escape(str(path))} ({rows} rows)")

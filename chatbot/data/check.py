@@ -25,7 +25,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, computed_field
 
-from chatbot.data.io import FIELDS, DataFormatError, Example, Record, column_problem, read_records
+from chatbot.data.io import (
+    FIELDS,
+    LIKELY_COLUMNS,
+    SURROGATE_HINT,
+    DataFormatError,
+    Example,
+    Record,
+    column_problem,
+    invalid_text,
+    printable,
+    read_file,
+    read_records,
+)
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, get_kind
 
 TaskType = Literal["classification", "conditional_generation", "open_ended_generation", "unknown"]
@@ -40,10 +52,6 @@ CLASSIFICATION_RATIO = 3  # legacy: classification when labels < rows / 3
 IMBALANCE_RATIO = 5  # largest class / smallest class above this is a warning
 MAX_LINES = 50  # lines stored per finding; ``count`` keeps the total
 SEPARATOR_OPTIONS = (DEFAULT_SEPARATOR, "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n", " ->")
-LIKELY_COLUMNS = {
-    "prompt": {"text", "input", "question", "query", "source", "utterance"},
-    "completion": {"label", "output", "answer", "target", "response", "intent"},
-}
 STOP_OPTIONS = (DEFAULT_STOP, " [END]", "\n###", " ###", "\n")
 
 
@@ -69,6 +77,7 @@ class Report(BaseModel):
     stop: str | None
     findings: list[Finding]
     label_counts: dict[str, int] | None = None
+    read_as: str | None = None  # how the file was read, when its content and extension disagree (io.Reading.note)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -202,6 +211,7 @@ def finding(
     fix: str | None = None,
 ) -> Finding:
     lines = sorted(set(lines))
+    message, field = printable(message), None if field is None else printable(field)  # a report is always writable
     return Finding(
         code=code, severity=severity, message=message, lines=lines[:MAX_LINES], count=len(lines), field=field, fix=fix
     )
@@ -220,16 +230,20 @@ def check_file(
 ) -> Report:
     """Check the file at *path*; content that cannot be read is an ``unreadable`` error finding.
 
-    A missing file or an unknown extension raises ChatbotError.
+    A missing file or an unknown extension raises ChatbotError. ``read_as`` in the report says how
+    the file was read when its content decided that rather than its extension.
     """
     try:
-        records = read_records(path)
+        data = read_file(path)
     except DataFormatError as exc:
-        bad = finding("unreadable", "error", str(exc), [exc.line] if exc.line else [])
-        return Report(path=str(path), rows=0, task_type="unknown", separator=None, stop=None, findings=[bad])
-    return check_examples(
-        records, path, valid_path=valid_path, count_tokens=count_tokens, max_tokens=max_tokens, kind=kind
+        bad = finding("unreadable", "error", str(exc), exc.lines)
+        return Report(
+            path=str(path), rows=0, task_type="unknown", separator=None, stop=None, findings=[bad], read_as=exc.note
+        )
+    report = check_examples(
+        data.records, path, valid_path=valid_path, count_tokens=count_tokens, max_tokens=max_tokens, kind=kind
     )
+    return report.model_copy(update={"read_as": data.note})
 
 
 def check_examples(
@@ -253,13 +267,17 @@ def check_examples(
     if len(keys) == len(FIELDS):
         findings += _extra_columns(records, set(keys.values()))
     report = Report(path=str(path), rows=len(records), task_type="unknown", separator=None, stop=None, findings=[])
+    findings += _invalid_text(records)
     if len(keys) < len(FIELDS):
         return report.model_copy(update={"findings": findings})
     findings += _non_strings(records, keys)
     examples = [
         Example(r.line, as_text(r.values.get(keys["prompt"])), as_text(r.values.get(keys["completion"])))
         for r in records
+        if not invalid_text(r, keys.values())  # reported above; its text would break the checks' output
     ]
+    if not examples:
+        return report.model_copy(update={"findings": findings})
     update = _check_content(findings, examples, valid_path, valid_records, count_tokens, max_tokens, kind)
     return report.model_copy(update=update)
 
@@ -338,6 +356,22 @@ def _extra_columns(records: list[Record], used: set[str]) -> list[Finding]:
         lines = [r.line for r in records if column in r.values]
         message = f"column {column!r} is not used and will be dropped: remove it (`chatbot data fix` does)"
         found.append(finding("extra_columns", "warning", message, lines, field=column, fix="drop_columns"))
+    return found
+
+
+def _invalid_text(records: list[Record]) -> list[Finding]:
+    """Lone surrogates (``"\\ud800"`` escapes in JSON), by field: no encoding can write them."""
+    lines: dict[str, list[int]] = defaultdict(list)
+    for r in records:
+        for key in invalid_text(r):
+            lines[key].append(r.line)
+    found = []
+    for key, at in lines.items():
+        message = (
+            f"{key!r} holds a lone surrogate on {show_lines(at)} ({SURROGATE_HINT}): "
+            "repair the text or drop the rows (`chatbot data fix` drops them)"
+        )
+        found.append(finding("invalid_unicode", "error", message, at, field=key, fix="drop_invalid_text"))
     return found
 
 
@@ -614,7 +648,7 @@ def _leakage(
         try:
             valid_records = read_records(valid_path)  # type: ignore[arg-type]
         except DataFormatError as exc:
-            return [finding("valid_unreadable", "error", f"validation file: {exc}", [exc.line] if exc.line else [])]
+            return [finding("valid_unreadable", "error", f"validation file: {exc}", exc.lines)]
     wrong, missing = column_problem(valid_records, "prompt")
     if missing is not None:
         message = f"{name}: no 'prompt' column: rename it to 'prompt'"

@@ -38,7 +38,17 @@ from chatbot.data.check import (
     show_lines,
     strip_suffix,
 )
-from chatbot.data.io import FIELDS, Example, Record, check_outputs, column_problem, read_records, write_jsonl
+from chatbot.data.io import (
+    FIELDS,
+    FORMATS,
+    Example,
+    Record,
+    check_outputs,
+    column_problem,
+    invalid_text,
+    read_file,
+    write_jsonl,
+)
 from chatbot.data.split import can_stratify, split_examples
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP
@@ -66,6 +76,7 @@ class FixResult(BaseModel):
     task_type: TaskType = "unknown"
     separator: str | None = None
     stop: str | None = None
+    read_as: str | None = None  # how the input was read, when its content and extension disagree
 
 
 def fix_file(
@@ -86,10 +97,11 @@ def fix_file(
     if out.suffix.lower() not in (".jsonl", ".jsonlines"):
         raise ChatbotError(f"{out}: the output must be a .jsonl file", hint="name it e.g. prepared.jsonl")
     check_outputs([path], [out], force=force)
-    records = read_records(path)
+    data = read_file(path)
+    records = data.records
     applied: list[str] = []
-    if Path(path).suffix.lower() not in (".jsonl", ".jsonlines"):
-        applied.append(f"convert: read {Path(path).suffix.lower()} and wrote JSONL")
+    if data.reading.format != "jsonl":
+        applied.append(f"convert: read {FORMATS[data.reading.format]} and wrote JSONL")
     examples = _drop_rows(_necessary(path, records, applied), applied, count_tokens, max_tokens)
     if not examples:
         raise ChatbotError(f"{path}: no usable rows left after the necessary fixes", hint="see `chatbot data check`")
@@ -114,6 +126,7 @@ def fix_file(
         task_type=task,
         separator=None if task == "open_ended_generation" else detect_suffix(prompts, SEPARATOR_OPTIONS)[0],
         stop=final_stop,
+        read_as=data.note,
     )
 
 
@@ -122,6 +135,7 @@ def fix_file(
 
 def _necessary(path: str | Path, records: list[Record], applied: list[str]) -> list[Example]:
     keys = _columns(path, records, applied)
+    records = _drop_invalid_text(records, keys, applied)
     examples = [_example(path, r, keys) for r in records]
     converted = sum(1 for r in records for k in keys.values() if not isinstance(r.values.get(k, ""), str))
     if converted:
@@ -151,6 +165,18 @@ def _columns(path: str | Path, records: list[Record], applied: list[str]) -> dic
     if extra:
         applied.append(f"drop_columns: dropped column{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}")
     return keys
+
+
+def _drop_invalid_text(records: list[Record], keys: dict[str, str], applied: list[str]) -> list[Record]:
+    """*records* without the rows whose prompt or completion holds a lone surrogate (no encoding writes one)."""
+    bad = [r.line for r in records if invalid_text(r, keys.values())]
+    if bad:
+        rows = plural(len(bad), "row")
+        applied.append(
+            f"drop_invalid_text: dropped {rows} holding a lone surrogate, not valid Unicode ({show_lines(bad)})"
+        )
+    dropped = set(bad)
+    return [r for r in records if r.line not in dropped]
 
 
 def _example(path: str | Path, record: Record, keys: dict[str, str]) -> Example:

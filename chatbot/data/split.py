@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from sklearn.model_selection import train_test_split
 
 from chatbot.data.check import STOP_OPTIONS, as_text, detect_suffix, infer_task_type, label_of
-from chatbot.data.io import Example, Record, check_outputs, read_records, write_jsonl
+from chatbot.data.io import Example, Record, check_outputs, read_records, require_valid_text, write_jsonl
 from chatbot.errors import ChatbotError
 
 T = TypeVar("T")
@@ -94,6 +94,7 @@ def split_file(
     train_path, valid_path = split_paths(path, out_dir)
     check_outputs([path], [train_path, valid_path], force=force)
     records = read_records(path)
+    require_valid_text(path, records)  # rows are written as they are
     labels = stratify_labels(records)
     stratify = labels is not None and can_stratify(labels, valid)
     train, held = split_examples(records, valid, seed, stratify, labels=labels)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chatbot.data.io import Record, check_outputs, read_records, write_jsonl
+from chatbot.data.io import Record, check_outputs, read_records, require_valid_text, write_jsonl
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, format_completion
 
@@ -49,7 +49,7 @@ def as_list(value: Any) -> list[Any]:
         for parse in (json.loads, ast.literal_eval):
             try:
                 parsed = parse(value)
-            except (ValueError, SyntaxError, TypeError):
+            except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
                 continue
             if isinstance(parsed, list):
                 return parsed
@@ -113,6 +113,7 @@ def render_table(
     check_outputs([table_path], [out], force=force)
     records = read_records(table_path)
     _check_columns(table_path, records, names, explode, completion)
+    require_valid_text(table_path, records, [*names, *(c for c in (explode, completion) if c)])
     rows = []
     for record, values in _rows(records, explode):
         missing = [n for n in names if n not in values]
