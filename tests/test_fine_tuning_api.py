@@ -279,3 +279,13 @@ def test_deleting_every_upload_after_a_job_breaks_nothing(tmp_path: Path, tiny_b
                                                                 hyperparameters={"n_epochs": 1}, metadata={"kind": "classify"}).id)
         assert again.status == "succeeded", again.error  # a later job still trains and registers: models.yaml builds a bot
 
+
+
+def test_a_restart_removes_what_a_killed_upload_left(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    kept = store.add_file("mood.jsonl", "fine-tune", jsonl(ROWS))
+    (store.files_dir / ".file-halfway.tmp").write_bytes(b'{"prompt": "cut')  # killed while copying
+    (store.files_dir / "file-norow.jsonl").write_bytes(jsonl(ROWS))  # killed before its row was written
+    JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)  # the server starts again
+    assert sorted(p.name for p in store.files_dir.iterdir()) == [f"{kept['id']}.jsonl"]
+    assert store.file(kept["id"]) is not None

@@ -84,6 +84,17 @@ class JobStore:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         create_tables(self.engine, _Base.metadata, 727211)
+        self._remove_half_written()
+
+    def _remove_half_written(self) -> None:
+        """What a kill left in the files folder (one server per data folder): uploads not yet renamed, files without a row."""
+        for tmp in self.files_dir.glob(".file-*.tmp"):
+            tmp.unlink(missing_ok=True)
+        with self._session() as db:
+            known = set(db.scalars(select(_File.id)))
+        for path in self.files_dir.glob("file-*.jsonl"):
+            if path.stem not in known:
+                path.unlink(missing_ok=True)
 
     # -- files -------------------------------------------------------------------------------------
 
