@@ -235,7 +235,10 @@ def _parse(file: Path) -> tuple[yaml.Node | None, Any]:
     except OSError as exc:
         raise ChatbotError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     text = _decode_yaml(file, raw)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader checks every character here
+    except yaml.YAMLError as exc:
+        raise _yaml_error(file, text, exc) from None
     try:
         try:
             root = loader.get_single_node()
@@ -244,18 +247,47 @@ def _parse(file: Path) -> tuple[yaml.Node | None, Any]:
         if root is None:
             return None, {}
         _check_nodes(file, root)
-        return root, loader.construct_document(root)
+        try:
+            return root, loader.construct_document(root)
+        except yaml.constructor.ConstructorError as exc:  # a value the tree holds: name its key
+            raise _yaml_error(file, text, exc, _path_at(root, exc.problem_mark)) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        if isinstance(exc, yaml.reader.ReaderError):
-            line = text.count("\n", 0, exc.position) + 1
-            problem = f"character {exc.character!r} is not allowed in YAML" if isinstance(exc.character, str) else str(exc)
-            raise ChatbotError(f"{file}:{line}: invalid YAML: {printable(problem)}", hint="remove it, or write it as an escape in a double-quoted string") from None
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ChatbotError(f"{file}{where}: invalid YAML: {printable(problem)}", hint="fix the file") from None
+        raise _yaml_error(file, text, exc) from None
     finally:
         loader.dispose()
+
+
+def _path_at(root: yaml.Node, mark: Any) -> str | None:
+    """The key path of the node that starts at *mark* (the tree is small: :func:`_check_nodes` passed it)."""
+    if mark is None:
+        return None
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    found: tuple[Any, ...] | None = None
+    while stack:
+        node, loc = stack.pop()
+        if node.start_mark.index == mark.index and (found is None or len(loc) > len(found)):
+            found = loc  # the deepest: a block mapping starts where its first key does
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*loc, index)) for index, item in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                stack.extend(((key, (*loc, name)), (value, (*loc, name))))
+    return None if found is None else key_path(found)
+
+
+def _yaml_error(file: Path, text: str, exc: yaml.YAMLError, key: str | None = None) -> ChatbotError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        problem = f"the character {char!r} is not allowed in YAML"
+        return ChatbotError(f"{file}:{line}: invalid YAML: {printable(problem)}", hint="remove it, or write it as an escape in a double-quoted string")
+    mark = getattr(exc, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+    problem = printable(getattr(exc, "problem", None) or str(exc))
+    if key is not None:
+        return ChatbotError(f"{file}{where}: {key}: {problem[:160]}", hint="fix that key")
+    return ChatbotError(f"{file}{where}: invalid YAML: {problem[:160]}", hint="fix the file")
 
 
 def _decode_yaml(file: Path, raw: bytes) -> str:
@@ -322,7 +354,9 @@ def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ChatbotError(f"{file}:1: (the whole file): the registry must be a mapping with a `skills:` key, not {type(data).__name__}")
+        line = root.start_mark.line + 1 if root is not None else 1
+        kind = {list: "a list", str: "text"}.get(type(data), type(data).__name__)
+        raise ChatbotError(f"{file}:{line}: the registry must be a mapping with a `skills:` key, not {kind}")
     skills = data.get("skills")
     for name, skill in (skills.items() if isinstance(skills, dict) else ()):
         if isinstance(skill, dict):

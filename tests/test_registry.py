@@ -103,3 +103,51 @@ def test_older_registries_still_load():
     current = registry.load(Path(__file__).parents[1] / "models.yaml")
     assert {"shop-faq", "review-sentiment", "product-writer", "booking-extract", "small-talk"} <= set(current.skills)
     assert current.router.out_of_scope_file == "training_data/out_of_scope.txt"
+
+
+LAUGHS = "".join(
+    f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['lol'] * 9)}]\n"
+    for a, b in zip("abcdefghi", [None, *"abcdefgh"], strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x01\xff\xfe garbage", r"models\.yaml:1:3: not UTF-8 text \(byte 0xff\)"),
+        (b"skills:\n  faq:\n    description: caf\xe9\n", r"models\.yaml:3:21: not UTF-8 text"),
+        (b"skills:\n  a: \x00\n", r"models\.yaml:2: invalid YAML: the character '\\x00' is not allowed"),
+        (b"- a\n- b\n", r"models\.yaml:1: the registry must be a mapping with a `skills:` key, not a list"),
+        (b"skills: [a, b]\n", r"models\.yaml:1: skills: Input should be a valid dictionary"),
+        (b"skills: " + b"[" * 100_000 + b"]" * 100_000, r"models\.yaml:1: nested too deeply"),
+        (b"skills:\n  faq:\n    kind: qa\n    training: {data_file: a, data_sha256: b, base_model: c, hyperparameters: "
+         + b"{a: " * 40 + b"1" + b"}" * 40 + b"}\n", r"models\.yaml:4: skills\.faq\.training\.hyperparameters(\.a)+: nested more than 32"),
+        (LAUGHS.encode() + b"skills: {}\n", r"models\.yaml:\d+: [a-i](\[\d\])+: more than 100,000 values once its aliases are expanded"),
+        (b"a: &a [*a]\n", r"models\.yaml:1: a(\[0\])+: nested more than 32 levels"),
+        (b'skills:\n  faq:\n    kind: qa\n    description: "\\ud800"\n',
+         r"models\.yaml:4: skills\.faq\.description: a lone surrogate such as \\ud800"),
+        (b"skills:\n  faq:\n    kind: qa\n    training: {data_file: a, data_sha256: b, base_model: c, hyperparameters: {}, "
+         b"trained_at: 2024-13-45}\n", r"models\.yaml:4:\d+: skills\.faq\.training\.trained_at: cannot read this value: month"),
+        (b"skills:\n  faq:\n    kind: qa\n    generation: {max_tokens: " + b"9" * 5000 + b"}\n",
+         r"models\.yaml:4:\d+: skills\.faq\.generation\.max_tokens: cannot read this value"),
+        (b"skills:\n  faq:\n    kind: qa\n    stop: [' END', [2]]\n", r"models\.yaml:4: skills\.faq\.stop\[1\]: Input should be a valid string"),
+        (b"a: !!python/object/apply:os.system [echo]\n", r"models\.yaml:1:4: a: could not determine a constructor"),
+    ],
+)
+def test_hostile_registry_is_one_error_naming_file_line_and_key(tmp_path: Path, content: bytes, message: str):
+    path = tmp_path / "models.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ChatbotError, match=message):
+        registry.load(path)
+
+
+def test_registry_in_utf16_with_a_byte_order_mark_loads(tmp_path: Path):
+    path = tmp_path / "models.yaml"
+    path.write_bytes("skills:\n  faq:\n    kind: qa\n".encode("utf-16"))
+    assert list(registry.load(path).skills) == ["faq"]
+
+
+def test_benign_anchors_still_load(tmp_path: Path):
+    path = tmp_path / "models.yaml"
+    path.write_text("skills:\n  a:\n    kind: qa\n    generation: &gen {max_tokens: 20}\n  b:\n    kind: qa\n    generation: *gen\n")
+    assert registry.load(path).get("b").generation.max_tokens == 20
