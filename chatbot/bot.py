@@ -57,7 +57,7 @@ class Reply(BaseModel):
     score: float = Field(description="the router's score for the chosen skill")
     fallback: bool = Field(description="True when no skill fitted the message")
     label: str | None = None
-    entities: dict[str, list[str]] = Field(default_factory=dict, description="every entity of the session so far, this turn's included")
+    entities: dict[str, list[str]] = Field(default_factory=dict, description="the session's slots: the latest values of each entity type, this turn's included")
     new_entities: dict[str, list[str]] = Field(default_factory=dict, description="the entities extracted from this message")
     runners_up: list[Candidate] = Field(default_factory=list)
     latency: Timings

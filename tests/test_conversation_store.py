@@ -21,8 +21,8 @@ def test_turns_are_stored_in_order_with_their_entities(db_url: str) -> None:
     turn, known = store.append("alice", user="book my Trek for Friday", reply="bike: Trek", skill="booking",
                                entities={"bike": ["Trek"], "day": ["Friday"]}, timings=Timings(route_ms=1, generate_ms=2, total_ms=3))
     assert turn.index == 1 and known == {"bike": ["Trek"], "day": ["Friday"]}
-    _, known = store.append("alice", user="make it Saturday", reply="day: Saturday", entities={"day": ["Saturday", "Friday"]})
-    assert known == {"bike": ["Trek"], "day": ["Friday", "Saturday"]}
+    _, known = store.append("alice", user="make it Saturday", reply="day: Saturday", entities={"day": ["Saturday"]})
+    assert known == {"bike": ["Trek"], "day": ["Saturday"]}  # a slot takes the latest value
     store.append("bob", user="hey", reply="hi", fallback=True)
 
     history = store.history("alice")
@@ -30,7 +30,8 @@ def test_turns_are_stored_in_order_with_their_entities(db_url: str) -> None:
     assert history[1].timings.generate_ms == 2 and history[1].skill == "booking"
     assert [t.index for t in store.history("alice", last=2)] == [1, 2]
     session = store.get("alice")
-    assert session is not None and session.turns == 3 and session.entities["day"] == ["Friday", "Saturday"]
+    assert session is not None and session.turns == 3 and session.entities["day"] == ["Saturday"]
+    assert [t.entities.get("day") for t in history] == [None, ["Friday"], ["Saturday"]]  # each turn keeps what it found
     assert {s.id: s.turns for s in store.sessions()} == {"alice": 3, "bob": 1}
     assert store.sessions()[0].id == "bob"  # most recent first
 
@@ -38,6 +39,15 @@ def test_turns_are_stored_in_order_with_their_entities(db_url: str) -> None:
     assert store.get("alice") is None and store.history("alice") == []
     assert [s.id for s in store.sessions()] == ["bob"]
     store.close()
+
+
+def test_entities_behave_as_slots() -> None:
+    from chatbot.conversation.records import fill_slots
+
+    slots = fill_slots({}, {"bike": ["Trek"], "day": ["Friday"]})
+    slots = fill_slots(slots, {"day": ["Saturday", "Saturday"], "service": []})  # a type found again: its latest values
+    assert slots == {"bike": ["Trek"], "day": ["Saturday"]}
+    assert fill_slots(slots, {}) == slots
 
 
 def test_a_conversation_survives_a_new_store(db_url: str) -> None:

@@ -18,6 +18,16 @@ def test_stop_matcher_holds_back_partial_stop_and_cuts_at_stop():
     assert StopMatcher([]).feed("caf\ufffd") == "caf"  # an unfinished UTF-8 character waits
 
 
+def test_sampling_keeps_the_likeliest_token_whatever_top_p():
+    import torch
+
+    from chatbot.backends.local import _sample
+
+    logits = torch.tensor([0.5, 2.0, 1.0])
+    for top_p in (5e-324, 1e-50, 0.01):  # below float32's smallest number, a top_p once kept no token: NaN, a 500
+        assert _sample(logits, 2.0, top_p, torch.Generator().manual_seed(0)) == 1
+
+
 @pytest.fixture
 def adapters(tiny_adapters: tuple[str, str, str]) -> tuple[str, str, str]:
     return tiny_adapters
@@ -76,3 +86,24 @@ def test_logprobs_cover_the_answer_and_rank_alternatives(tiny_base: str) -> None
     assert lp.token_logprobs[0] == pytest.approx(max(lp.top_logprobs[0].values()))  # greedy: the best token was chosen
     assert backend.count_tokens(tiny_base, "hello world") >= 2
     assert backend.complete(GenerationRequest(prompt="hello", base_model=tiny_base, max_tokens=2)).logprobs is None
+
+
+def test_every_end_id_of_the_generation_config_ends_a_reply(tiny_base: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatbot.backends.base import GenerationRequest
+    from chatbot.backends.local import LocalBackend
+
+    prompt = GenerationRequest(prompt="What are your opening hours?", base_model=tiny_base, max_tokens=5, stop=[])
+    first = LocalBackend().complete(prompt)
+    assert first.finish_reason == "length" and first.completion_tokens == 5  # the tiny base rambles on
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    greedy = tokenizer(first.text, add_special_tokens=False)["input_ids"][0]
+    two_ends = tmp_path / "two-ends"  # a base whose generation config lists two end-of-sequence ids, as many chat models do
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, greedy]
+    model.save_pretrained(two_ends)
+    tokenizer.save_pretrained(two_ends)
+    ended = LocalBackend().complete(prompt.model_copy(update={"base_model": str(two_ends)}))
+    assert (ended.text, ended.finish_reason, ended.completion_tokens) == ("", "stop", 0)
+

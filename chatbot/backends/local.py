@@ -61,6 +61,7 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
     if top_p < 1.0:
         sorted_probs, index = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+        keep[0] = True  # the likeliest token always: a top_p below float32's smallest number (5e-324) would keep none
         sorted_probs = sorted_probs * keep
         probs = torch.zeros_like(probs).scatter(-1, index, sorted_probs)
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
@@ -89,6 +90,13 @@ def _logprobs_of(scored: list[tuple[str, float, dict[str, float]]], length: int)
     return result
 
 
+def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The tokens that end a generation: the tokenizer's end of sequence and every one the base's generation config lists."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = ids if isinstance(ids, (list, tuple)) else [ids]
+    return frozenset(int(i) for i in [*listed, tokenizer.eos_token_id] if i is not None)
+
+
 def _stamp(folder: Path) -> tuple[int, ...] | None:
     """What changes when an adapter folder's files are replaced (inode, size, mtime of each); None without an adapter there."""
     stamp: list[int] = []
@@ -112,6 +120,7 @@ class LocalBackend:
         self.device = device or default_device()
         self._models: dict[str, Any] = {}  # base model name -> PeftModel (or plain model before any adapter)
         self._tokenizers: dict[str, Any] = {}
+        self._end_ids: dict[str, frozenset[int]] = {}  # base -> every token id that ends a generation
         self._adapters: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}  # base -> adapter path -> (name, files' stamp)
         self._loaded = 0  # adapters loaded so far: each gets a new name
         self._lock = threading.RLock()
@@ -124,6 +133,7 @@ class LocalBackend:
             model = load_model(base, self.device)
             model.eval()
             self._models[base] = model
+            self._end_ids[base] = end_ids(model, self._tokenizers[base])
             self._adapters[base] = {}
         model = self._models[base]
         if adapter is None:
@@ -180,7 +190,8 @@ class LocalBackend:
                 context = contextlib.nullcontext()
             else:
                 context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-            generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+            ends = self._end_ids[request.base_model]
+            generator = torch.Generator(device=self.device).manual_seed(request.seed) if request.seed is not None else None
             prompt_ids = tokenizer(request.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
             matcher = StopMatcher(request.stop)
             generated: list[int] = []
@@ -194,7 +205,7 @@ class LocalBackend:
                     token = _sample(out.logits[0, -1], request.temperature, request.top_p, generator)
                     if request.logprobs is not None:
                         scored.append(_token_logprobs(out.logits[0, -1], token, request.logprobs, tokenizer))
-                    if token == tokenizer.eos_token_id:
+                    if token in ends:
                         finish = "stop"
                         break
                     generated.append(token)

@@ -40,13 +40,13 @@ class SessionInfo(BaseModel):
 class Session(SessionInfo):
     """A whole session: its turns in order and the entities gathered so far."""
 
-    entities: dict[str, list[str]] = Field(default_factory=dict, description="every entity extracted in the session, by type")
+    entities: dict[str, list[str]] = Field(default_factory=dict, description="the session's slots: the latest values of each entity type")
     history: list[Turn] = Field(default_factory=list)
 
 
-def merge_entities(known: dict[str, list[str]], new: dict[str, list[str]]) -> dict[str, list[str]]:
-    """*known* plus *new*, each type's values in first-seen order, without repeats."""
-    merged = {k: list(v) for k, v in known.items()}
-    for kind, values in new.items():
-        merged[kind] = list(dict.fromkeys([*merged.get(kind, []), *values]))
-    return merged
+def fill_slots(known: dict[str, list[str]], new: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The session's slots after a turn: each entity type the turn found takes the turn's values; the others keep theirs.
+
+    "Friday", then "make it Saturday", leaves ``day: ['Saturday']``; each turn keeps what it found.
+    """
+    return {**known, **{kind: list(dict.fromkeys(values)) for kind, values in new.items() if values}}

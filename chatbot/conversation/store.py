@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, ForeignKey, Integ
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from chatbot.conversation.locks import SessionLocks
-from chatbot.conversation.records import Session, SessionInfo, Timings, Turn, merge_entities
+from chatbot.conversation.records import Session, SessionInfo, Timings, Turn, fill_slots
 from chatbot.database import create_tables, database_url, open_engine
 from chatbot.defaults import DATA_DIR
 from chatbot.errors import ChatbotError
@@ -115,7 +115,7 @@ class ConversationStore:
                             fallback=fallback, label=label, entities=entities or {}, timings=(timings or Timings()).model_dump(),
                             created_at=now)
             db.add(turn)
-            row.entities = merge_entities(row.entities or {}, entities or {})
+            row.entities = fill_slots(row.entities or {}, entities or {})
             row.updated_at = now
             db.flush()
             return _turn(turn), dict(row.entities)
