@@ -56,6 +56,8 @@ class TrainingRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="the last `chatbot eval` result")
     trained_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     duration_s: float = 0.0
+    trained_tokens: int = Field(default=0, description="tokens of the training examples times the epochs")
+    precision: str | None = Field(default=None, description="how the base ran while training, e.g. fp32 on cpu")
     adapter_id: str | None = Field(default=None, description="the id in the adapter folder's chatbot.json: which adapter this record is of")
     fine_tuning_job: str | None = Field(default=None, description="the server's fine-tuning job that trained it")
 
@@ -297,7 +299,8 @@ def _decode_yaml(file: Path, raw: bytes) -> str:
             try:
                 return raw.decode(codec)
             except UnicodeDecodeError as exc:
-                raise ChatbotError(f"{file}: invalid {codec.upper()} text ({exc.reason})", hint="save it as UTF-8") from None
+                line = raw[: exc.start].decode(codec, errors="replace").count("\n") + 1
+                raise ChatbotError(f"{file}:{line}: invalid {codec.upper()} text ({exc.reason})", hint="save it as UTF-8") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

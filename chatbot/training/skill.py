@@ -17,8 +17,9 @@ from chatbot.errors import ChatbotError
 from chatbot.files import file_sha256
 from chatbot.registry import Generation, Skill, TrainingRecord
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, get_kind
-from chatbot.runtime.base_models import DEFAULT_BASE, token_counter
+from chatbot.runtime.base_models import DEFAULT_BASE, base_origin, token_counter
 from chatbot.training.hyperparams import Hyperparameters
+from chatbot.training.model_card import point_at_origin, write_model_card
 from chatbot.training.trainer import EpochCallback, ProgressCallback, train_lora
 
 
@@ -89,7 +90,6 @@ def train_skill(
         if valid_path:
             valid_file = registry.relative(adapter_dir / "data" / ("valid" + valid_path.suffix))
             shutil.copyfile(valid_path, staged / "data" / ("valid" + valid_path.suffix))
-    adapter_id = adapters.seal(staged, skill=name, base_model=base, data_sha256=file_sha256(data_path))
     longest = max(count(e.completion) for e in examples)
     skill = Skill(
         name=name,
@@ -112,10 +112,14 @@ def train_skill(
             train_loss=result.train_loss,
             valid_loss=result.valid_loss,
             duration_s=result.duration_s,
-            adapter_id=adapter_id,
+            trained_tokens=result.trained_tokens,
+            precision=result.precision,
             fine_tuning_job=fine_tuning_job,
         ),
     )
+    point_at_origin(staged, base)
+    write_model_card(staged, skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description)))
+    skill.training.adapter_id = adapters.seal(staged, skill=name, base_model=base_origin(base), data_sha256=skill.training.data_sha256)
     with registry_io.editing(registry.path) as registry:  # read again: the file may have changed while training
         replaced = adapters.install(staged, adapter_dir)
         registry.skills[name] = skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description))

@@ -43,6 +43,8 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     valid_loss: list[float] = field(default_factory=list)
     duration_s: float = 0.0
+    trained_tokens: int = 0  # tokens of the training examples times the epochs, as OpenAI counts them
+    precision: str = ""  # how the base ran while training: "fp32 on cpu", "bf16 autocast on cuda"
 
 
 @dataclass
@@ -79,7 +81,9 @@ def train_lora(
         raise ChatbotError("no training examples", hint="check the data file with `chatbot data check`")
     started = time.perf_counter()
     run = _set_up(examples, valid_examples, base_model, hyperparameters.resolved(len(examples)), device or default_device())
-    result = TrainResult(adapter_dir=Path(output_dir), hyperparameters=run.hp)
+    result = TrainResult(adapter_dir=Path(output_dir), hyperparameters=run.hp,
+                         trained_tokens=sum(len(ids) for ids, _ in run.train_data) * run.hp.n_epochs,
+                         precision=f"{'bf16 autocast' if use_bf16(run.hp.precision, run.device) else 'fp32'} on {run.device}")
     for epoch in range(1, run.hp.n_epochs + 1):
         result.train_loss.append(round(_fit_epoch(run, epoch, on_step), 5))
         valid = round(_validate(run), 5) if run.valid_data else None
