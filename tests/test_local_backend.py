@@ -26,6 +26,8 @@ def test_sampling_keeps_the_likeliest_token_whatever_top_p():
     logits = torch.tensor([0.5, 2.0, 1.0])
     for top_p in (5e-324, 1e-50, 0.01):  # below float32's smallest number, a top_p once kept no token: NaN, a 500
         assert _sample(logits, 2.0, top_p, torch.Generator().manual_seed(0)) == 1
+    for temperature in (5e-324, 1e-45, 1e-40):  # so small that logits / temperature overflow float32: greedy, not NaN
+        assert _sample(logits, temperature, 1.0, torch.Generator().manual_seed(0)) == 1
 
 
 @pytest.fixture

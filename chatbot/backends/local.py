@@ -58,6 +58,8 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
     if temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if not torch.isfinite(probs).all():  # a temperature so small (5e-324) that float32 overflows: its limit is greedy
+        return int(torch.argmax(logits))
     if top_p < 1.0:
         sorted_probs, index = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
