@@ -238,6 +238,7 @@ def _parse(file: Path) -> tuple[yaml.Node | None, Any]:
         raise ChatbotError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     text = _decode_yaml(file, raw)
     try:
+        _check_depth(file, text)
         loader = _Loader(text)  # the reader checks every character here
     except yaml.YAMLError as exc:
         raise _yaml_error(file, text, exc) from None
@@ -322,16 +323,16 @@ def _check_nodes(file: Path, root: yaml.Node) -> None:
     while stack:
         node, loc = stack.pop()
         seen += 1
-        where = f"{file}:{node.start_mark.line + 1}: {key_path(loc)}"
+        problem = hint = None
         if seen > MAX_YAML_VALUES:
-            raise ChatbotError(f"{where}: more than {MAX_YAML_VALUES:,} values once its aliases are expanded",
-                               hint="write the values out instead of repeating aliases (*name)")
-        if len(loc) > MAX_YAML_DEPTH:
-            raise ChatbotError(f"{where}: nested more than {MAX_YAML_DEPTH} levels deep", hint="fix the file")
-        if isinstance(node, yaml.ScalarNode):
-            if re.search("[\ud800-\udfff]", node.value):
-                raise ChatbotError(f"{where}: a lone surrogate such as \\ud800 is half of a character, not valid Unicode",
-                                   hint="write the character itself, or a pair of escapes")
+            problem = f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded"
+            hint = "write the values out instead of repeating aliases (*name)"
+        elif len(loc) > MAX_YAML_DEPTH:
+            problem, hint = f"nested more than {MAX_YAML_DEPTH} levels deep", "fix the file"
+        elif isinstance(node, yaml.ScalarNode):
+            if _SURROGATE.search(node.value):
+                problem = "a lone surrogate such as \\ud800 is half of a character, not valid Unicode"
+                hint = "write the character itself, or a pair of escapes"
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, (*loc, index)) for index, item in reversed(list(enumerate(node.value))))
         elif isinstance(node, yaml.MappingNode):
@@ -339,6 +340,33 @@ def _check_nodes(file: Path, root: yaml.Node) -> None:
                 name = key.value if isinstance(key, yaml.ScalarNode) else "?"
                 stack.append((value, (*loc, name)))
                 stack.append((key, (*loc, name)))
+        if problem is not None:
+            raise ChatbotError(f"{file}:{node.start_mark.line + 1}: {key_path(loc)}: {problem}", hint=hint)
+
+
+def _check_depth(file: Path, text: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_YAML_DEPTH`, from the parser's events, before the (recursive)
+    composer takes a while to fail on a file thousands of levels deep; the error names the key path."""
+    frames: list[list[Any]] = []  # per open mapping or sequence: [is a mapping, children done, last key]
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.NodeEvent):  # a scalar, an alias, or the start of a collection
+            if frames and frames[-1][0] and frames[-1][1] % 2 == 0:  # a key of the mapping
+                frames[-1][2] = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(frames) >= MAX_YAML_DEPTH:
+                    where = key_path([frame[2] if frame[0] else frame[1] for frame in frames])
+                    raise ChatbotError(f"{file}:{event.start_mark.line + 1}: {where}: nested more than {MAX_YAML_DEPTH} levels deep", hint="fix the file")
+                frames.append([isinstance(event, yaml.MappingStartEvent), 0, None])
+                continue
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frames.pop()
+        else:
+            continue
+        if frames:  # a node ended: count it in its parent
+            frames[-1][1] += 1
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False) -> Registry:

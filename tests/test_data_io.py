@@ -350,7 +350,7 @@ def test_nul_bytes_and_utf16_without_a_byte_order_mark(tmp_path: Path) -> None:
 def test_broken_utf16_names_the_encoding(tmp_path: Path) -> None:
     path = tmp_path / "u.csv"
     path.write_bytes(b"\xff\xfe" + "prompt,completion\n".encode("utf-16-le") + b"\x00\xd8a\x00")
-    with pytest.raises(DataFormatError, match=r"u\.csv: invalid UTF-16 text"):
+    with pytest.raises(DataFormatError, match=r"u\.csv:2: invalid UTF-16 text"):
         read_records(path)
 
 

@@ -119,7 +119,7 @@ LAUGHS = "".join(
         (b"skills:\n  a: \x00\n", r"models\.yaml:2: invalid YAML: the character '\\x00' is not allowed"),
         (b"- a\n- b\n", r"models\.yaml:1: the registry must be a mapping with a `skills:` key, not a list"),
         (b"skills: [a, b]\n", r"models\.yaml:1: skills: Input should be a valid dictionary"),
-        (b"skills: " + b"[" * 100_000 + b"]" * 100_000, r"models\.yaml:1: nested too deeply"),
+        (b"skills: " + b"[" * 100_000 + b"]" * 100_000, r"models\.yaml:1: skills(\[0\])+: nested more than 32 levels deep"),
         (b"skills:\n  faq:\n    kind: qa\n    training: {data_file: a, data_sha256: b, base_model: c, hyperparameters: "
          + b"{a: " * 40 + b"1" + b"}" * 40 + b"}\n", r"models\.yaml:4: skills\.faq\.training\.hyperparameters(\.a)+: nested more than 32"),
         (LAUGHS.encode() + b"skills: {}\n", r"models\.yaml:\d+: [a-i](\[\d\])+: more than 100,000 values once its aliases are expanded"),

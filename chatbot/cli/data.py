@@ -265,10 +265,10 @@ def split(
 
     Example: chatbot data split train.jsonl --valid 0.2 --seed 1
     """
+    train_path, valid_path = split_file(file, valid=valid, seed=seed, out_dir=out_dir, force=force)
     data = read_file(file)
     labels = stratify_labels(data.records)
     stratified = labels is not None and can_stratify(labels, valid)
-    train_path, valid_path = split_file(file, valid=valid, seed=seed, out_dir=out_dir, force=force)
     console = Console(highlight=False, soft_wrap=True)
     if data.note:
         console.print(f"[cyan]{escape(data.note)}[/cyan]")

@@ -344,8 +344,9 @@ def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
 
 
 def _undecodable(path: Path, data: bytes, codec: str, name: str | None, exc: UnicodeDecodeError) -> DataFormatError:
-    if codec != "utf-8":  # UTF-16/32: positions in code units, not lines of bytes
-        return DataFormatError(f"{path}: invalid {name} text ({exc.reason})", hint="save the file as UTF-8")
+    if codec != "utf-8":  # UTF-16/32: the line is that of the text decoded before the error
+        line = data[: exc.start].decode(codec, errors="replace").count("\n") + 1
+        return DataFormatError(f"{path}:{line}: invalid {name} text ({exc.reason})", line=line, hint="save the file as UTF-8")
     lines = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
@@ -706,6 +707,11 @@ def invalid_text(record: Record, fields: Iterable[str] | None = None) -> list[st
 def printable(text: str) -> str:
     """*text* with lone surrogates written as escapes (``\\ud800``), so that it can be printed or written."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def show_name(name: str) -> str:
+    """A column name in a one-line message: as it is when plain, quoted with escapes otherwise."""
+    return name if name and name.isprintable() and name == name.strip() else repr(name)
 
 
 SURROGATE_HINT = "a lone surrogate such as \\ud800 is half of a character, not valid Unicode"

@@ -94,6 +94,8 @@ def split_file(
     train_path, valid_path = split_paths(path, out_dir)
     check_outputs([path], [train_path, valid_path], force=force)
     records = read_records(path)
+    if len(records) < 2:
+        raise ChatbotError(f"{path}: {len(records)} row cannot be split", hint="a split needs at least 2 rows")
     require_valid_text(path, records)  # rows are written as they are
     labels = stratify_labels(records)
     stratify = labels is not None and can_stratify(labels, valid)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chatbot.data.io import Record, check_outputs, read_records, require_valid_text, write_jsonl
+from chatbot.data.io import Record, check_outputs, read_records, require_valid_text, show_name, write_jsonl
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, format_completion
 
@@ -93,7 +93,7 @@ def _check_columns(path: str | Path, records: list[Record], names: list[str], *e
     if unknown:
         raise ChatbotError(
             f"{path}: no column named {', '.join(map(repr, unknown))}",
-            hint=f"available columns: {', '.join(columns) or 'none'}",
+            hint=f"available columns: {', '.join(map(show_name, columns)) or 'none'}",
         )
 
 
