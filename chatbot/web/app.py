@@ -15,11 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 
 from chatbot.bot import Bot
 from chatbot.runtime.base_models import DEFAULT_BASE
@@ -31,19 +32,30 @@ from chatbot.web.limits import BodyLimitMiddleware
 service_endpoints = APIRouter()
 
 
-@service_endpoints.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading", "failed"]
+    skills: list[str] | None = None
+    error: str | None = None
+
+
+@service_endpoints.get("/healthz", tags=["health"], response_model=Health)
+async def healthz() -> Health:
     """The process is up."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@service_endpoints.get("/readyz", tags=["health"])
+@service_endpoints.get("/readyz", tags=["health"], response_model=Readiness, response_model_exclude_none=True,
+                       responses={503: {"model": Readiness, "description": "the models are loading, or failed to load (`error` says why)"}})
 async def readyz(bot: BotDep, state: StateDep) -> Any:
     """The skills' models are loaded (503 until then)."""
     if state.ready.is_set():
-        return {"status": "ready", "skills": list(bot.registry.skills)}
-    body = {"status": "failed" if state.failure else "loading", "error": state.failure}
-    return JSONResponse(body, status_code=503)
+        return Readiness(status="ready", skills=list(bot.registry.skills))
+    body = Readiness(status="failed" if state.failure else "loading", error=state.failure)
+    return JSONResponse(body.model_dump(exclude={"skills"}), status_code=503)
 
 
 @service_endpoints.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -105,12 +117,14 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     if access.cors_origins:  # added last, so outermost: it answers a browser's preflight before the key is asked for
         app.add_middleware(CORSMiddleware, allow_origins=access.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Accept", "X-Session-Id"], expose_headers=[openai_api.SKILL_HEADER])
-    app.include_router(service_endpoints)
-    app.include_router(openai_api.endpoints)
-    app.include_router(sessions_api.endpoints)
+    # every route may be refused by the middlewares or fail, and says so in the schema; the open ones ask for no key
+    app.include_router(service_endpoints, responses=errors.responses(400, 413, 500))
+    app.include_router(openai_api.endpoints, responses=errors.EVERY_ROUTE)
+    app.include_router(sessions_api.endpoints, responses=errors.EVERY_ROUTE)
     if worker is not None:
         from chatbot.web import fine_tuning_api
 
         app.state.jobs, app.state.job_worker = worker.store, worker
-        app.include_router(fine_tuning_api.endpoints)
+        # its routes declare no errors of their own yet: an unknown id (404), a file in use (409)
+        app.include_router(fine_tuning_api.endpoints, responses=errors.EVERY_ROUTE | errors.responses(404, 409))
     return app

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.errors import ChatbotError, ServerFault
@@ -23,6 +24,38 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invali
          422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
+WHY = {400: "the request is invalid (a field named in `param`), or its Host header is not one this server answers",
+       401: "no API key, or a wrong one (only when the server has keys)",
+       404: "no such model, session, file or job",
+       409: "the resource is in use",
+       413: "the request body is too large",
+       500: "the server had an error (its log says more)",
+       503: "a model this request needs is unavailable at the moment"}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="`invalid_request_error`, `authentication_error`, `server_error`, …")
+    param: str | None = Field(description="the request field at fault, when there is one")
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """An error in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI declaration of error answers with these *statuses*, each in OpenAI's shape."""
+    return {status: {"model": ErrorResponse, "description": WHY[status]} for status in statuses}
+
+
+# What any route may answer: the middlewares' refusals (Host, key, body size) and invalid input (400, never
+# FastAPI's 422: see install()), and the server's own fault
+EVERY_ROUTE = responses(400, 401, 413, 500)
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -30,7 +63,7 @@ class APIError(Exception):
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": param, "code": code}}
+    return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"), "param": param, "code": code}}
 
 
 async def send_error(send: Any, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
@@ -73,7 +106,27 @@ async def guarded(events: AsyncIterator[str], on_error: Callable[[dict], str]) -
         yield on_error(answer_to(exc, " while streaming")[1])
 
 
+def _without_422(app: FastAPI) -> None:
+    """Drop FastAPI's 422 answers from the app's OpenAPI schema: invalid input is answered 400 (see install)."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = make()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    """Answer every error in OpenAI's shape, and say so in the app's OpenAPI schema."""
+    _without_422(app)
+
     @app.exception_handler(APIError)
     async def _api(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code), status_code=exc.status)

@@ -22,7 +22,7 @@ from chatbot.answer import skill_request
 from chatbot.backends.base import Backend
 from chatbot.bot import Bot, Reply, ReplyStream
 from chatbot.web.dependencies import AppState, BotDep, StateDep
-from chatbot.web.errors import APIError, guarded
+from chatbot.web.errors import APIError, guarded, responses
 from chatbot.web.schemas import (
     AssistantMessage,
     ChatbotInfo,
@@ -49,9 +49,11 @@ endpoints = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 
 def _streamed(chunks: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI note that a request with ``stream`` is answered with server-sent events."""
+    """The OpenAPI note that a request with ``stream`` is answered with server-sent events, and its own errors:
+    an unknown model (404), a model that can't be loaded or reached (503)."""
     return {200: {"content": {"text/event-stream": {}},
-                  "description": f"the JSON object, or with `stream`: server-sent events, each a {chunks}, then `data: [DONE]`"}}
+                  "description": f"the JSON object, or with `stream`: server-sent events, each a {chunks}, then `data: [DONE]`"},
+            **responses(404, 503)}
 
 
 def _error_event(body: dict) -> str:
@@ -108,7 +110,7 @@ async def list_models(bot: BotDep, state: StateDep) -> ModelList:
     return ModelList(object="list", data=_models(bot, state))
 
 
-@endpoints.get("/models/{model_id}", response_model=Model, response_model_exclude_unset=True)
+@endpoints.get("/models/{model_id}", response_model=Model, response_model_exclude_unset=True, responses=responses(404))
 async def get_model(model_id: str, bot: BotDep, state: StateDep) -> Model:
     for model in _models(bot, state):
         if model.id == model_id:

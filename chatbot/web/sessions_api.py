@@ -13,7 +13,7 @@ from chatbot.bot import Reply
 from chatbot.conversation import Session, SessionInfo
 from chatbot.defaults import MAX_MESSAGE_CHARS
 from chatbot.web.dependencies import BotDep, StateDep
-from chatbot.web.errors import APIError, guarded
+from chatbot.web.errors import APIError, guarded, responses
 from chatbot.web.schemas import Text
 from chatbot.web.streaming import in_thread, iterate_in_thread, sse
 
@@ -36,7 +36,7 @@ async def list_sessions(bot: BotDep, state: StateDep) -> list[SessionInfo]:
 
 @endpoints.post("/{session_id}/messages", response_model=Reply,
                 responses={200: {"content": {"text/event-stream": {}}, "description": "the Reply, or with `Accept: text/event-stream` "
-                                 "`token` events (`{\"text\": …}`) then one `reply` event"}})
+                                 "`token` events (`{\"text\": …}`) then one `reply` event"}, **responses(503)})
 async def post_message(session_id: str, message: Message, bot: BotDep, state: StateDep, accept: str | None = Header(default=None)) -> Any:
     """Send a message; the reply comes back as JSON, or streamed as server-sent events."""
     if "text/event-stream" in (accept or ""):
@@ -51,7 +51,7 @@ async def post_message(session_id: str, message: Message, bot: BotDep, state: St
     return await in_thread(state.executor, lambda: bot.reply(session_id, message.text))
 
 
-@endpoints.get("/{session_id}", response_model=Session)
+@endpoints.get("/{session_id}", response_model=Session, responses=responses(404))
 async def get_session(session_id: str, bot: BotDep, state: StateDep) -> Session:
     """The session's turns and the entities gathered in it."""
     session = await in_thread(state.executor, lambda: bot.session(session_id))
@@ -60,7 +60,7 @@ async def get_session(session_id: str, bot: BotDep, state: StateDep) -> Session:
     return session
 
 
-@endpoints.delete("/{session_id}", status_code=204)
+@endpoints.delete("/{session_id}", status_code=204, responses=responses(404))
 async def delete_session(session_id: str, bot: BotDep, state: StateDep) -> Response:
     """Forget the session and its turns."""
     if not await in_thread(state.executor, lambda: bot.delete_session(session_id)):
