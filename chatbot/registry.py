@@ -41,6 +41,17 @@ class Generation(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
+class EpochRecord(BaseModel):
+    """One epoch of a training: its losses, the metric when measured, and its checkpoint when kept."""
+
+    epoch: int
+    step: int = Field(description="the optimizer step the epoch ended on")
+    train_loss: float
+    valid_loss: float | None = None
+    metric: float | None = Field(default=None, description="the skill's metric on the validation file (select: best-metric)")
+    checkpoint: str | None = Field(default=None, description="its adapter, relative to the registry file, when kept")
+
+
 class TrainingRecord(BaseModel):
     """How the skill was trained, so a result can be reproduced and compared."""
 
@@ -56,6 +67,10 @@ class TrainingRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="the last `chatbot eval` result")
     trained_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     duration_s: float = 0.0
+    epochs: list[EpochRecord] = Field(default_factory=list, description="each epoch run")
+    selected_epoch: int | None = Field(default=None, description="the epoch whose adapter is registered")
+    best_epoch: int | None = Field(default=None, description="the best epoch by the selection's measure, with validation data")
+    stopped_early: bool = False
     trained_tokens: int = Field(default=0, description="tokens of the training examples times the epochs")
     precision: str | None = Field(default=None, description="how the base ran while training, e.g. fp32 on cpu")
     adapter_id: str | None = Field(default=None, description="the id in the adapter folder's chatbot.json: which adapter this record is of")

@@ -25,6 +25,11 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
+def _is_module(dotted: str) -> bool:
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
 def _imports() -> dict[str, set[str]]:
     """Each module of the package (dotted name) and the ``chatbot`` modules it imports, at any depth of its code."""
     graph: dict[str, set[str]] = {}
@@ -35,7 +40,7 @@ def _imports() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found |= {a.name for a in node.names if a.name.startswith("chatbot")}
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("chatbot"):
-                found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
         graph[name] = found
     return graph
 

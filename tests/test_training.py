@@ -71,3 +71,104 @@ def test_lora_training_learns_and_saves_a_peft_adapter(tiny_base: str, tmp_path:
         logits = loaded(input_ids=tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]).logits
     assert int(logits[0, -1].argmax()) == tokenizer(completion, add_special_tokens=False)["input_ids"][0]
 
+
+
+# validation answers that contradict the training ones: the longer it trains, the worse it validates
+CONTRADICTED = [(p, " something else entirely END") for p, _ in PAIRS]
+OVERFIT = dict(batch_size=2, learning_rate_multiplier=1, lora_r=8, lora_dropout=0.0)
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_the_best_epoch_is_registered_and_the_best_and_last_are_kept(tiny_base: str, tmp_path: Path):
+    import torch
+
+    out = tmp_path / "adapter"
+    result = train_lora(PAIRS, out, base_model=tiny_base, valid_examples=CONTRADICTED,
+                        hyperparameters=Hyperparameters(n_epochs=6, early_stopping_patience=0, **OVERFIT))
+    assert len(result.epochs) == 6 and not result.stopped_early
+    best = min(result.epochs, key=lambda e: e.valid_loss)
+    assert result.best_epoch == best.epoch < 6 and result.selected_epoch == best.epoch  # the best is not the last
+    assert result.checkpoints == [best.epoch, 6]
+    registered, kept_best, kept_last = _weights(out), _weights(out / "checkpoints" / f"epoch-{best.epoch}"), _weights(out / "checkpoints" / "epoch-6")
+    assert all(torch.equal(registered[k], kept_best[k]) for k in registered)
+    assert not all(torch.equal(registered[k], kept_last[k]) for k in registered)
+
+    last = train_lora(PAIRS, tmp_path / "last", base_model=tiny_base, valid_examples=CONTRADICTED,
+                      hyperparameters=Hyperparameters(n_epochs=6, early_stopping_patience=0, select="last", **OVERFIT))
+    assert last.selected_epoch == 6 and all(torch.equal(_weights(tmp_path / "last")[k], kept_last[k]) for k in kept_last)
+
+
+def test_training_stops_when_validation_stops_improving(tiny_base: str, tmp_path: Path):
+    result = train_lora(PAIRS, tmp_path / "adapter", base_model=tiny_base, valid_examples=CONTRADICTED,
+                        hyperparameters=Hyperparameters(n_epochs=30, early_stopping_patience=2, **OVERFIT))
+    assert result.stopped_early and len(result.epochs) == result.best_epoch + 2 < 30
+    assert result.selected_epoch == result.best_epoch
+    assert result.trained_tokens == sum(len(encode_ids) for encode_ids in _token_counts(tiny_base)) * len(result.epochs)
+
+
+def _token_counts(base: str) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    return [encode(tokenizer, p, c, 1024, 0.01)[0] for p, c in PAIRS]
+
+
+def test_without_validation_data_the_last_epoch_is_registered(tiny_base: str, tmp_path: Path):
+    result = train_lora(PAIRS, tmp_path / "adapter", base_model=tiny_base, hyperparameters=Hyperparameters(n_epochs=3, **OVERFIT))
+    assert result.selected_epoch == 3 and result.best_epoch is None and result.checkpoints == []
+    assert not (tmp_path / "adapter" / "checkpoints").exists()
+
+
+def test_best_metric_scores_the_skill_on_the_validation_file(tiny_base: str, tmp_path: Path):
+    from chatbot import registry as registry_io
+    from chatbot.training.skill import train_skill
+
+    rows = [{"prompt": p, "completion": c} for p, c in PAIRS]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    skill = train_skill("shop", "qa", data, valid=data, base=tiny_base, registry_path=tmp_path / "models.yaml",
+                        hyperparameters=Hyperparameters(n_epochs=8, select="best-metric", early_stopping_patience=0, **OVERFIT))
+    record = registry_io.load(tmp_path / "models.yaml").get("shop").training
+    assert record == skill.training and all(e.metric is not None for e in record.epochs)
+    best = max(record.epochs, key=lambda e: (e.metric, -e.epoch))
+    assert record.selected_epoch == best.epoch and best.metric > record.epochs[0].metric  # it learned the answers
+    kept = [e for e in record.epochs if e.checkpoint]
+    assert {e.epoch for e in kept} == {best.epoch, 8} and all((tmp_path / e.checkpoint / "adapter_config.json").exists() for e in kept)
+
+
+def test_a_kept_checkpoint_can_be_registered_as_a_skill(tiny_base: str, tmp_path: Path):
+    import torch
+    from typer.testing import CliRunner
+
+    from chatbot import registry as registry_io
+    from chatbot.cli import app
+    from chatbot.training.skill import train_skill
+
+    data, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS))
+    valid.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in CONTRADICTED))
+    path = tmp_path / "models.yaml"
+    trained = train_skill("shop", "qa", data, valid=valid, base=tiny_base, registry_path=path,
+                          hyperparameters=Hyperparameters(n_epochs=5, early_stopping_patience=0, **OVERFIT))
+    assert trained.training.selected_epoch < 5
+    runner = CliRunner()
+    missing = runner.invoke(app, ["registry", "checkpoint", "shop", "4", "--as", "shop-e4", "--registry", str(path)])
+    assert missing.exit_code != 0 and "no checkpoint of epoch 4" in missing.output
+    done = runner.invoke(app, ["registry", "checkpoint", "shop", "5", "--as", "shop-e5", "--registry", str(path)])
+    assert done.exit_code == 0, done.output
+    skill = registry_io.load(path).get("shop-e5")
+    assert skill.training.selected_epoch == 5 and not skill.routing and skill.kind == "qa"
+    folder = tmp_path / "adapters" / "shop-e5"
+    assert all(torch.equal(a, b) for a, b in zip(_weights(folder).values(), _weights(tmp_path / "adapters" / "shop" / "checkpoints" / "epoch-5").values()))
+    assert "epoch 5" in (folder / "README.md").read_text()
+
+    from chatbot.backends.base import GenerationRequest
+    from chatbot.backends.local import LocalBackend
+
+    answer = LocalBackend().complete(GenerationRequest(prompt=PAIRS[0][0], base_model=tiny_base, adapter=str(folder), max_tokens=4, stop=[]))
+    assert answer.completion_tokens > 0

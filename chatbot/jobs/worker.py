@@ -29,10 +29,16 @@ from chatbot.skills import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
 EVENT_EVERY_STEPS = 5
+KEEP_LAST_EPOCHS = 3  # as OpenAI: checkpoints of the last three epochs (and of the best one)
 
 
 class _Cancelled(Exception):
     pass
+
+
+def checkpoint_name(model: str, step: int) -> str:
+    """A kept epoch's model id, as OpenAI names checkpoints: ``<model>:ckpt-step-<step>``."""
+    return f"{model}:ckpt-step-{step}"
 
 
 def model_name(base: str, suffix: str | None, job_id: str) -> str:
@@ -143,12 +149,10 @@ class JobWorker:
         hyper = Hyperparameters(**{k: (None if v == "auto" else v) for k, v in hp.items() if k in Hyperparameters.model_fields},
                                 seed=job.get("seed") or 0)
         name = model_name(job["model"], job.get("user_provided_suffix"), job_id)
-        losses: list[float] = []
 
         def on_step(epoch: int, step: int, total: int, loss: float) -> None:
             if job_id in self._cancel or self._stop.is_set():
                 raise _Cancelled
-            losses.append(loss)
             if step % EVENT_EVERY_STEPS == 0 or step == total:
                 self.store.add_event(job_id, f"Step {step}/{total}: training loss={loss:.4f}", type="metrics",
                                      data={"step": step, "total_steps": total, "epoch": epoch, "train_loss": loss})
@@ -161,7 +165,7 @@ class JobWorker:
         try:
             skill = train_skill(name, job["metadata"].get("kind", DEFAULT_KIND), data, valid=valid, base=job["model"], hyperparameters=hyper,
                                 registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
-                                routing=self.route_new_models, keep_data=True, fine_tuning_job=job_id,
+                                routing=self.route_new_models, keep_data=True, keep_last=KEEP_LAST_EPOCHS, fine_tuning_job=job_id,
                                 on_step=on_step, on_epoch=on_epoch)
         except _Cancelled:
             self._discard(name)
@@ -175,22 +179,32 @@ class JobWorker:
                 return
             self._finishing = job_id
         try:
-            self._finish(job, skill, len(losses))
+            self._finish(job, skill)
         finally:
             self._finishing = None
 
-    def _finish(self, job: dict[str, Any], skill: Skill, steps: int) -> None:
-        """Serve the registered model and mark the job succeeded; safe to run again after a kill."""
+    def _finish(self, job: dict[str, Any], skill: Skill) -> None:
+        """Serve the registered model and mark the job succeeded; safe to run again after a kill.
+
+        The checkpoints are the epochs kept: the registered one under the model's name, the others
+        as ``NAME:ckpt-step-N``.
+        """
         job_id, record = job["id"], skill.training
         resolved = record.hyperparameters if record else {}
-        losses = {"train_loss": record.train_loss[-1] if record and record.train_loss else None,
-                  "valid_loss": record.valid_loss[-1] if record and record.valid_loss else None}
-        self.store.add_checkpoint(job_id, skill.name, steps, losses)
+        for epoch in (record.epochs if record else []):
+            if epoch.checkpoint or epoch.epoch == record.selected_epoch:
+                model = skill.name if epoch.epoch == record.selected_epoch else checkpoint_name(skill.name, epoch.step)
+                self.store.add_checkpoint(job_id, model, epoch.step, {"step": epoch.step, "train_loss": epoch.train_loss,
+                                                                      "valid_loss": epoch.valid_loss, "epoch": epoch.epoch})
         if self.on_model:
             self.on_model(skill)  # served from now on
         self.store.add_event(job_id, f"New fine-tuned model created: {skill.name}")
+        if record and record.stopped_early:
+            self.store.add_event(job_id, f"Stopped early after epoch {record.epochs[-1].epoch}: validation did not improve after epoch "
+                                         f"{record.best_epoch}")
         self.store.add_event(job_id, "The job has successfully completed")
         self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=skill.name, finished_at=int(time.time()),
+                              trained_tokens=record.trained_tokens if record else None,
                               hyperparameters={k: resolved.get(k, v) for k, v in job["hyperparameters"].items()})
 
     def _recover(self, job: dict[str, Any]) -> None:
@@ -199,14 +213,10 @@ class JobWorker:
         skill = registry_io.load(self.registry_path, missing_ok=True).skills.get(name)
         if skill is not None and skill.training is not None and skill.training.fine_tuning_job == job["id"]:
             self.store.add_event(job["id"], "The server stopped after the model was registered; finishing the job")
-            self._finish(job, skill, self._last_step(job["id"]))
+            self._finish(job, skill)
             return
         self._discard(name)
         self._fail(job["id"], "server_restarted", "the server stopped while this job was running; create a new job to train again")
-
-    def _last_step(self, job_id: str) -> int:
-        events, _ = self.store.events(job_id, limit=1000)
-        return next((int(e["data"]["step"]) for e in events if e["type"] == "metrics" and "step" in (e["data"] or {})), 0)
 
     def _discard(self, name: str) -> None:
         """Undo what the training of a cancelled or interrupted job wrote: its skill in models.yaml and its adapter folders."""

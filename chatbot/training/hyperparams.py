@@ -17,6 +17,12 @@
   it is not the CPU default.
 * ``prompt_loss_weight``: the weight of the loss on prompt tokens, completion tokens weighing 1.
   Default 0.01 as OpenAI's legacy API; 0 trains on the completion only.
+* ``select`` (ours): which epoch's adapter is registered when there is validation data: the one
+  with the lowest validation loss (``best-loss``, the default), the best score of the skill's own
+  metric on the validation file (``best-metric``: greedy answers to at most ``METRIC_ROWS`` rows
+  after each epoch), or the ``last``. Without validation data, the last.
+* ``early_stopping_patience`` (ours): stop when the selected measure has not improved for this many
+  epochs (0: never stop early).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 240
 MAX_TARGET_EXAMPLES = 25_000
 MAX_EPOCHS = 10
+METRIC_ROWS = 64  # validation rows answered after each epoch for select=best-metric
 
 
 class Hyperparameters(BaseModel):
@@ -50,6 +57,9 @@ class Hyperparameters(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="bf16 autocast on a GPU that supports it (auto), or always (bf16) / never (fp32)"
     )
+    select: Literal["best-loss", "best-metric", "last"] = Field(
+        default="best-loss", description="the epoch registered when there is validation data: lowest validation loss, best metric, or the last")
+    early_stopping_patience: int = Field(default=3, ge=0, le=100, description="epochs without improvement before training stops; 0: never")
 
     def resolved(self, n_examples: int) -> Hyperparameters:
         """A copy with every ``None`` replaced by its data-size default."""

@@ -57,6 +57,9 @@ def write_model_card(folder: Path, skill: Skill) -> None:
                   f"- trained tokens: {record.trained_tokens}" if record.trained_tokens else "- trained tokens: not recorded",
                   f"- training loss per epoch: {record.train_loss}",
                   f"- validation loss per epoch: {record.valid_loss}",
+                  f"- this adapter is epoch {record.selected_epoch} ({record.hyperparameters.get('select', 'last')}; best epoch "
+                  f"{record.best_epoch}{', stopped early' if record.stopped_early else ''}); checkpoints kept in `checkpoints/`: "
+                  f"{', '.join(f'epoch-{e.epoch}' for e in record.epochs if e.checkpoint) or 'none'}",
                   f"- trained at {record.trained_at.isoformat()} in {record.duration_s} s", ""]
         if record.metrics:
             lines += ["## Evaluation", "", *(f"- {key}: {value}" for key, value in record.metrics.items()), ""]

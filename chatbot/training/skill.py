@@ -10,17 +10,18 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from chatbot import adapters
 from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
 from chatbot.files import file_sha256
-from chatbot.registry import Generation, Skill, TrainingRecord
-from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, get_kind
+from chatbot.registry import EpochRecord, Generation, Skill, TrainingRecord
+from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, SkillKind, get_kind
 from chatbot.runtime.base_models import DEFAULT_BASE, base_origin, token_counter
-from chatbot.training.hyperparams import Hyperparameters
+from chatbot.training.hyperparams import METRIC_ROWS, Hyperparameters
 from chatbot.training.model_card import point_at_origin, write_model_card
-from chatbot.training.trainer import EpochCallback, ProgressCallback, train_lora
+from chatbot.training.trainer import EpochCallback, ProgressCallback, Scorer, train_lora
 
 
 def check_or_fail(data: Path, valid: Path | None, count: Callable[[str], int], context: int, kind: str | None = None):  # noqa: ANN201 - data.check.Report
@@ -37,6 +38,28 @@ def check_or_fail(data: Path, valid: Path | None, count: Callable[[str], int], c
     return report
 
 
+def validation_scorer(kind: SkillKind, valid: list[tuple[str, str]], stop: str, count: Callable[[str], int]) -> Scorer:
+    """The skill's metric on (at most METRIC_ROWS of) the validation pairs, from greedy answers of the model being trained."""
+    rows = valid[:METRIC_ROWS]
+
+    def score(model: Any, tokenizer: Any) -> float:
+        import torch
+
+        longest = max((count(c) for _, c in rows), default=16) + 8
+        predictions = []
+        model.eval()
+        with torch.inference_mode():
+            for prompt, _ in rows:
+                ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=longest, do_sample=False,
+                                     use_cache=True, pad_token_id=tokenizer.pad_token_id)
+                predictions.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split(stop)[0])
+        model.train()
+        return float(kind.score(predictions, [c for _, c in rows], [stop], [p for p, _ in rows])[kind.metric])
+
+    return score
+
+
 def train_skill(
     name: str,
     kind: str,
@@ -50,6 +73,7 @@ def train_skill(
     force: bool = False,
     routing: bool = True,
     keep_data: bool = False,
+    keep_last: int = 1,
     fine_tuning_job: str | None = None,
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
@@ -59,6 +83,8 @@ def train_skill(
     With *routing* false the skill answers only when asked by name, until the router is told to use it.
     With *keep_data* the data files are copied into the adapter's folder (``data/``) and the record
     names the copies, so that routing never depends on a file that may be deleted (a server's uploads).
+    The epoch registered is the one ``hyperparameters.select`` picks; the best and the *keep_last*
+    last epochs are kept as checkpoints (``adapters/NAME/checkpoints/epoch-N``), listed in the record.
     The adapter is put in place with the registry (:mod:`chatbot.adapters`): a kill leaves the old
     adapter or the new one, never none, and the record always describes the adapter in place.
     """
@@ -76,11 +102,13 @@ def train_skill(
     valid_examples = load_examples(valid_path) if valid_path else []
     adapter_dir = (registry.path.parent if registry.path else Path.cwd()) / "adapters" / name
     staged = adapters.staging(adapter_dir)
+    stop = report.stop or DEFAULT_STOP
     result = train_lora(
         [(e.prompt, e.completion) for e in examples], staged,
         base_model=base, hyperparameters=hyperparameters or Hyperparameters(),
         valid_examples=[(e.prompt, e.completion) for e in valid_examples],
-        on_step=on_step, on_epoch=on_epoch,
+        on_step=on_step, on_epoch=on_epoch, keep_last=keep_last,
+        score=validation_scorer(skill_kind, [(e.prompt, e.completion) for e in valid_examples], stop, count),
     )
     data_file, valid_file = registry.relative(data_path), registry.relative(valid_path) if valid_path else None
     if keep_data:
@@ -99,7 +127,7 @@ def train_skill(
         base_model=base,
         adapter=registry.relative(adapter_dir),
         separator=report.separator or DEFAULT_SEPARATOR,
-        stop=[report.stop or DEFAULT_STOP],
+        stop=[stop],
         # room for the longest answer seen in training, and a little more
         generation=Generation(max_tokens=min(1024, max(16, math.ceil(longest * 1.25) + 8))),
         training=TrainingRecord(
@@ -112,12 +140,18 @@ def train_skill(
             train_loss=result.train_loss,
             valid_loss=result.valid_loss,
             duration_s=result.duration_s,
+            epochs=[EpochRecord(**vars(e), checkpoint=registry.relative(adapter_dir / "checkpoints" / f"epoch-{e.epoch}")
+                                if e.epoch in result.checkpoints else None) for e in result.epochs],
+            selected_epoch=result.selected_epoch,
+            best_epoch=result.best_epoch,
+            stopped_early=result.stopped_early,
             trained_tokens=result.trained_tokens,
             precision=result.precision,
             fine_tuning_job=fine_tuning_job,
         ),
     )
-    point_at_origin(staged, base)
+    for folder in [staged, *(staged / "checkpoints").glob("epoch-*")]:
+        point_at_origin(folder, base)
     write_model_card(staged, skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description)))
     skill.training.adapter_id = adapters.seal(staged, skill=name, base_model=base_origin(base), data_sha256=skill.training.data_sha256)
     with registry_io.editing(registry.path) as registry:  # read again: the file may have changed while training
@@ -125,4 +159,35 @@ def train_skill(
         registry.skills[name] = skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description))
         skill = registry.skills[name]
     adapters.discard(replaced)  # the registry naming the new adapter is saved
+    return skill
+
+
+def register_checkpoint(name: str, epoch: int, new_name: str, registry_path: str | os.PathLike[str] | None = None, *,
+                        force: bool = False) -> Skill:
+    """Register the kept checkpoint of *name*'s epoch *epoch* as the skill *new_name* (its adapter copied, the rest of *name*'s settings)."""
+    registry = registry_io.load(registry_path)
+    source = registry.get(name)
+    Skill(name=new_name, kind=source.kind)  # validates the name before any work
+    if new_name in registry.skills and not force:
+        raise ChatbotError(f"{registry.path}: skill {new_name!r} exists already", hint="pick another name, or pass --force to replace it")
+    record = source.training
+    kept = {e.epoch: e for e in (record.epochs if record else []) if e.checkpoint}
+    if epoch not in kept or record is None:
+        raise ChatbotError(f"skill {name!r} has no checkpoint of epoch {epoch}",
+                           hint=f"kept: {', '.join(map(str, sorted(kept))) or 'none (train with --valid to keep checkpoints)'}")
+    adapter_dir = (registry.path.parent if registry.path else Path.cwd()) / "adapters" / new_name
+    staged = adapters.staging(adapter_dir)
+    shutil.copytree(registry.resolve(kept[epoch].checkpoint), staged)
+    main = registry.adapter_path(source)
+    for tokenizer_file in main.glob("*token*") if main else []:  # the tokenizer saved beside the adapter
+        shutil.copy2(tokenizer_file, staged / tokenizer_file.name)
+    skill = source.model_copy(update={"name": new_name, "routing": False, "adapter": registry.relative(adapter_dir), "training": record.model_copy(update={
+        "selected_epoch": epoch, "epochs": [e.model_copy(update={"checkpoint": None}) for e in record.epochs]})}, deep=True)
+    skill.description = f"{source.description} (epoch {epoch} of {name})"
+    write_model_card(staged, skill)
+    skill.training.adapter_id = adapters.seal(staged, skill=new_name, base_model=base_origin(skill.base_model), data_sha256=record.data_sha256)
+    with registry_io.editing(registry.path) as registry:
+        replaced = adapters.install(staged, adapter_dir)
+        registry.skills[new_name] = skill
+    adapters.discard(replaced)
     return skill

@@ -33,7 +33,20 @@ MICRO_BATCH = 4  # examples per forward pass; batch_size is reached by accumulat
 ProgressCallback = Callable[[int, int, int, float], None]
 # (epoch, train_loss, valid_loss or None) -> None; called after every epoch
 EpochCallback = Callable[[int, float, float | None], None]
+# (the model being trained, its tokenizer) -> the skill's metric on the validation data, higher is better
+Scorer = Callable[[Any, Any], float]
 Encoded = tuple[list[int], list[float]]  # token ids, and the loss weight of each predicted token
+
+
+@dataclass
+class Epoch:
+    """What one epoch measured, and the optimizer step it ended on."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    valid_loss: float | None = None
+    metric: float | None = None  # the skill's own metric on the validation file, when select=best-metric
 
 
 @dataclass
@@ -43,8 +56,13 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     valid_loss: list[float] = field(default_factory=list)
     duration_s: float = 0.0
-    trained_tokens: int = 0  # tokens of the training examples times the epochs, as OpenAI counts them
+    trained_tokens: int = 0  # tokens of the training examples times the epochs run, as OpenAI counts them
     precision: str = ""  # how the base ran while training: "fp32 on cpu", "bf16 autocast on cuda"
+    epochs: list[Epoch] = field(default_factory=list)
+    selected_epoch: int = 0  # the epoch whose adapter is in adapter_dir
+    best_epoch: int | None = None  # by the selection's measure; None without validation data
+    stopped_early: bool = False
+    checkpoints: list[int] = field(default_factory=list)  # epochs kept in adapter_dir/checkpoints/epoch-N
 
 
 @dataclass
@@ -75,26 +93,82 @@ def train_lora(
     device: str | None = None,
     on_step: ProgressCallback | None = None,
     on_epoch: EpochCallback | None = None,
+    score: Scorer | None = None,
+    keep_last: int = 1,
 ) -> TrainResult:
-    """Fine-tune a LoRA adapter on (prompt, completion) pairs and save it to *output_dir*."""
+    """Fine-tune a LoRA adapter on (prompt, completion) pairs and save it to *output_dir*.
+
+    With validation data, the adapter saved is the epoch that ``hyperparameters.select`` picks
+    (*score* measures the skill's metric for ``best-metric``), training stops after
+    ``early_stopping_patience`` epochs without improvement, and the best epoch and the *keep_last*
+    last ones are kept as checkpoints in ``output_dir/checkpoints/epoch-N`` (each a peft adapter).
+    """
     if not examples:
         raise ChatbotError("no training examples", hint="check the data file with `chatbot data check`")
     started = time.perf_counter()
     run = _set_up(examples, valid_examples, base_model, hyperparameters.resolved(len(examples)), device or default_device())
     result = TrainResult(adapter_dir=Path(output_dir), hyperparameters=run.hp,
-                         trained_tokens=sum(len(ids) for ids, _ in run.train_data) * run.hp.n_epochs,
                          precision=f"{'bf16 autocast' if use_bf16(run.hp.precision, run.device) else 'fp32'} on {run.device}")
+    selecting = run.hp.select if run.valid_data else "last"
+    snapshots: dict[int, dict[str, Any]] = {}
     for epoch in range(1, run.hp.n_epochs + 1):
-        result.train_loss.append(round(_fit_epoch(run, epoch, on_step), 5))
-        valid = round(_validate(run), 5) if run.valid_data else None
-        if valid is not None:
-            result.valid_loss.append(valid)
-        log.info("epoch %d train_loss=%.4f valid_loss=%s", epoch, result.train_loss[-1], valid)
+        measured = Epoch(epoch, 0, round(_fit_epoch(run, epoch, on_step), 5))
+        measured.step = run.step
+        if run.valid_data:
+            measured.valid_loss = round(_validate(run), 5)
+            if selecting == "best-metric" and score is not None:
+                measured.metric = round(float(score(run.model, run.tokenizer)), 5)
+        result.epochs.append(measured)
+        result.train_loss.append(measured.train_loss)
+        if measured.valid_loss is not None:
+            result.valid_loss.append(measured.valid_loss)
+        log.info("epoch %d train_loss=%.4f valid_loss=%s metric=%s", epoch, measured.train_loss, measured.valid_loss, measured.metric)
         if on_epoch:
-            on_epoch(epoch, result.train_loss[-1], valid)
+            on_epoch(epoch, measured.train_loss, measured.valid_loss)
+        result.best_epoch = _best(result.epochs, selecting)
+        snapshots[epoch] = _snapshot(run.model)
+        keep = {e.epoch for e in result.epochs[-max(1, keep_last):]} | ({result.best_epoch} if result.best_epoch else set())
+        snapshots = {e: state for e, state in snapshots.items() if e in keep}
+        patience = run.hp.early_stopping_patience
+        if patience and result.best_epoch is not None and epoch - result.best_epoch >= patience and epoch < run.hp.n_epochs:
+            result.stopped_early = True
+            log.info("no improvement for %d epochs: stopping after epoch %d, keeping epoch %d", patience, epoch, result.best_epoch)
+            break
+    result.selected_epoch = result.best_epoch if selecting != "last" and result.best_epoch else result.epochs[-1].epoch
+    result.trained_tokens = sum(len(ids) for ids, _ in run.train_data) * len(result.epochs)
+    _restore(run.model, snapshots[result.selected_epoch])
     _save(run, Path(output_dir))
+    if run.valid_data:
+        for epoch in sorted(snapshots):
+            _restore(run.model, snapshots[epoch])
+            run.model.save_pretrained(Path(output_dir) / "checkpoints" / f"epoch-{epoch}")
+            result.checkpoints.append(epoch)
     result.duration_s = round(time.perf_counter() - started, 1)
     return result
+
+
+def _best(epochs: Sequence[Epoch], select: str) -> int | None:
+    """The epoch *select* prefers: the lowest validation loss or the highest metric (the earlier on a tie); None for ``last``."""
+    if select == "best-loss":
+        scored = [(e.valid_loss, e.epoch) for e in epochs if e.valid_loss is not None]
+    elif select == "best-metric":
+        scored = [(-e.metric, e.epoch) for e in epochs if e.metric is not None]
+    else:
+        return None
+    return min(scored)[1] if scored else None
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    """A copy of the LoRA weights (a few MB), to go back to this epoch later."""
+    from peft import get_peft_model_state_dict
+
+    return {key: value.detach().to("cpu", copy=True) for key, value in get_peft_model_state_dict(model).items()}
+
+
+def _restore(model: Any, state: dict[str, Any]) -> None:
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state)
 
 
 def _set_up(examples: Sequence[tuple[str, str]], valid_examples: Sequence[tuple[str, str]], base_model: str, hp: Hyperparameters,
