@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from chatbot import registry as registry_io
@@ -24,18 +25,18 @@ def list_skills(registry: RegistryOption = None) -> None:
     Example: chatbot registry list --registry models.yaml
     """
     reg = registry_io.load(registry)
-    table = Table(title=f"skills in {reg.path}")
+    table = Table(title=f"skills in {escape(str(reg.path))}")
     for column in ("name", "kind", "backend", "base model", "adapter", "trained", "metric", "score"):
         table.add_column(column, no_wrap=column in ("name", "kind", "score"))
     for skill in reg.skills.values():
         record = skill.training
         metric = skill.skill_kind.metric
         score = record.metrics.get(metric) if record else None
-        table.add_row(
+        table.add_row(*map(escape, [  # the file's text, not markup: a base model named "[/]" is no tag
             skill.name, skill.kind, skill.backend, skill.base_model, skill.adapter or "-",
             record.trained_at.strftime("%Y-%m-%d") if record else "-",
             metric, f"{score:.3f}" if isinstance(score, float) else "-",
-        )
+        ]))
     console.print(table)
 
 
@@ -47,7 +48,7 @@ def show(name: str, registry: RegistryOption = None) -> None:
     Example: chatbot registry show booking-extract
     """
     skill = registry_io.load(registry).get(name)
-    console.print(yaml.dump(skill.model_dump(mode="json", exclude_none=True), Dumper=registry_io._Dumper, sort_keys=False, allow_unicode=True), highlight=False)
+    console.print(yaml.dump(skill.model_dump(mode="json", exclude_none=True), Dumper=registry_io._Dumper, sort_keys=False, allow_unicode=True), highlight=False, markup=False)
 
 
 @app.command("remove")
