@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chatbot.backends.base import Backend, GenerationRequest
+from chatbot.backends.base import Backend, GenerationRequest, relay
 from chatbot.registry import Registry, Skill
 from chatbot.skills import Parsed, build_prompt
 
@@ -31,8 +31,7 @@ def ask(
     skill = registry.get(name)
     request = skill_request(registry, skill, build_prompt(text, skill.separator), **overrides)
     pieces: list[str] = []
-    for piece in backend.stream(request):
-        pieces.append(piece)
+    for piece in relay(backend.stream(request), pieces):
         if on_token:
             on_token(piece)
     completion = "".join(pieces)

@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from chatbot import registry as registry_io
 from chatbot.answer import skill_request
-from chatbot.backends.base import Backend
+from chatbot.backends.base import Backend, relay
 from chatbot.backends.pool import BackendPool
 from chatbot.conversation import ConversationStore, Session, SessionInfo, Timings
 from chatbot.defaults import DATA_DIR, MAX_MESSAGE_CHARS
@@ -47,6 +47,13 @@ def _router(registry: Registry, cache_dir: Path, on_progress: ProgressCallback |
     return router_for_registry(registry, cache_dir=cache_dir, on_progress=on_progress) if routed else _NoSkills()
 
 
+class Usage(BaseModel):
+    """Tokens a reply cost, as the model counted them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class Reply(BaseModel):
     """The bot's answer to one message."""
 
@@ -61,6 +68,8 @@ class Reply(BaseModel):
     new_entities: dict[str, list[str]] = Field(default_factory=dict, description="the entities extracted from this message")
     runners_up: list[Candidate] = Field(default_factory=list)
     latency: Timings
+    finish_reason: Literal["stop", "length"] = Field(default="stop", description="length: the skill's answer reached max_tokens")
+    usage: Usage = Field(default_factory=lambda: Usage(), description="tokens of the prompt the model read and of its answer; 0 for the fallback reply")
 
 
 @dataclass
@@ -73,10 +82,13 @@ class _Answer:
     label: str | None = None
     entities: dict[str, list[str]] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
+    finish_reason: Literal["stop", "length"] = "stop"
+    usage: Usage = field(default_factory=lambda: Usage())
 
     def reply(self, *, session_id: str | None, turn: int | None, entities: dict[str, list[str]]) -> Reply:
         return Reply(session_id=session_id, turn=turn, text=self.text, skill=self.skill, score=self.score, fallback=self.fallback,
-                     label=self.label, entities=entities, new_entities=self.entities, runners_up=self.runners_up, latency=self.timings)
+                     label=self.label, entities=entities, new_entities=self.entities, runners_up=self.runners_up, latency=self.timings,
+                     finish_reason=self.finish_reason, usage=self.usage)
 
 
 OnRoute = Callable[[_Answer], None] | None
@@ -228,10 +240,10 @@ class Bot:
             prompt = build_prompt(text, skill.separator, history(skill.history_turns) if skill.history_turns else [])
             request = skill_request(self.registry, skill, prompt, **overrides)
             pieces: list[str] = []
-            for piece in self.backend_for(skill).stream(request):
-                pieces.append(piece)
-                if skill.skill_kind.streams:
-                    yield piece
+            completion = yield from relay(self.backend_for(skill).stream(request), pieces, show=skill.skill_kind.streams)
+            if completion is not None:
+                answer.finish_reason = completion.finish_reason
+                answer.usage = Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
             parsed = skill.skill_kind.parse("".join(pieces), request.stop, text if skill.ground_entities else None)
             answer.text, answer.label, answer.entities = parsed.text, parsed.label, parsed.entities
             if not skill.skill_kind.streams:  # a label or entities: shown once parsed, not in the raw format

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from chatbot.backends.base import Completion, GenerationRequest
+from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, drain
 
 REGISTRY = {
     "version": 1,
@@ -78,14 +77,17 @@ class ScriptedBackend:
             return words[: request.max_tokens], "length"
         return words, "stop"
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> CompletionStream:
         self.requests.append(request)
         if self.crash_on and self.crash_on in request.prompt:
             yield " half an ans"
             os._exit(3)  # the process dies in the middle of generating
-        for word in self._tokens(request)[0]:
+        words, finish = self._tokens(request)
+        for word in words:
             time.sleep(self.delay)
             yield word
+        return Completion(text="".join(words), finish_reason=finish, prompt_tokens=self.count_tokens(request.base_model, request.prompt),
+                          completion_tokens=len(words))
 
     def preload(self, base: str, adapter: str | None = None) -> None:
         pass
@@ -94,7 +96,4 @@ class ScriptedBackend:
         return len(text.split())
 
     def complete(self, request: GenerationRequest) -> Completion:
-        words, finish = self._tokens(request)
-        text = "".join(self.stream(request))
-        return Completion(text=text, finish_reason=finish, prompt_tokens=self.count_tokens(request.base_model, request.prompt),
-                          completion_tokens=len(words))
+        return drain(self.stream(request))

@@ -169,3 +169,15 @@ def test_a_bot_without_skills_falls_back_until_one_is_added(tmp_path: Path, tiny
     assert bot.reply("e", "When are you open?").skill == "shop"
     with pytest.raises(ChatbotError, match="no such registry"):
         Bot.from_registry(tmp_path / "other.yaml")
+
+
+def test_a_reply_says_why_it_ended_and_what_it_cost(registry: Path, tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    bot = make_bot(registry.parent, f"sqlite:///{tmp_path / 'c.db'}", backend)
+    whole = bot.reply("u", "What time do you open on Saturday?")
+    assert whole.finish_reason == "stop" and whole.usage.completion_tokens == len(whole.text.split())
+    assert whole.usage.prompt_tokens == len(backend.requests[-1].prompt.split())  # the prompt the model read, separator included
+    cut = bot.reply("u", "What time do you open on Saturday?", max_tokens=2)
+    assert cut.finish_reason == "length" and cut.usage.completion_tokens == 2
+    off = bot.reply("u", "Who was the first emperor of Rome?")
+    assert off.fallback and off.finish_reason == "stop" and (off.usage.prompt_tokens, off.usage.completion_tokens) == (0, 0)

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chatbot.backends.base import GenerationRequest
+from chatbot.backends.base import GenerationRequest, drain
 from chatbot.backends.hosted import OpenAIBackend
 from chatbot.errors import ChatbotError
 
@@ -59,6 +59,10 @@ class OpenAIShapes(BaseHTTPRequestHandler):
             self.end_headers()
             for chunk in CHAT_CHUNKS if chat else TEXT_CHUNKS:
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if (body.get("stream_options") or {}).get("include_usage") and body["model"] != "no-usage":  # OpenAI's last chunk
+                usage = {"id": "u", "object": "chat.completion.chunk" if chat else "text_completion", "created": 1, "model": "m",
+                         "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
+                self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
             return None
         return self._json(200, CHAT if chat else COMPLETION)
@@ -107,6 +111,16 @@ def test_a_chat_completion_sends_one_user_message(url: str) -> None:
 @pytest.mark.parametrize(("api", "pieces"), [("completions", [" We", " open", " at 9"]), ("chat", ["Hel", "lo"])])
 def test_streams_yield_the_text_pieces(url: str, api: str, pieces: list[str]) -> None:
     assert list(OpenAIBackend(base_url=url, api_key_env="TEST_KEY", api=api).stream(request("m"))) == pieces  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_a_stream_ends_with_the_servers_usage_and_finish_reason(url: str, api: str) -> None:
+    backend = OpenAIBackend(base_url=url, api_key_env="TEST_KEY", api=api)  # type: ignore[arg-type]
+    done = drain(backend.stream(request("m")))
+    assert OpenAIShapes.received[-1]["stream_options"] == {"include_usage": True}
+    assert (done.prompt_tokens, done.completion_tokens, done.finish_reason) == (11, 3, "stop")
+    estimated = drain(backend.stream(request("no-usage")))  # a server that sends no usage: words stand in for tokens
+    assert (estimated.prompt_tokens, estimated.completion_tokens) == (len("I love it!\n\n###\n\n".split()), len(estimated.text.split()))
 
 
 def test_errors_name_the_skill_and_the_server_and_a_5xx_is_retried(url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -40,11 +40,15 @@ class Completion(BaseModel):
     logprobs: TokenLogprobs | None = None
 
 
+# pieces of text, then (as the generator's return value) the whole Completion with its finish reason and token counts
+CompletionStream = Generator[str, None, Completion]
+
+
 class Backend(Protocol):
     """Where a model runs: every caller (the bot, evaluation, the web API) goes through these four methods."""
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield the completion's text piece by piece; the stop sequence itself is never yielded."""
+    def stream(self, request: GenerationRequest) -> CompletionStream:
+        """Yield the completion's text piece by piece (never the stop sequence itself), then return the :class:`Completion`."""
         ...
 
     def complete(self, request: GenerationRequest) -> Completion:
@@ -58,3 +62,26 @@ class Backend(Protocol):
     def count_tokens(self, base: str, text: str) -> int:
         """How many tokens *text* is for *base* (an estimate where the tokenizer is not known here)."""
         ...
+
+
+def relay(stream: Iterator[str], pieces: list[str], show: bool = True) -> Generator[str, None, Completion | None]:
+    """Pass a backend's pieces on (when *show*), keeping them in *pieces*; returns the stream's Completion (None from a plain iterator)."""
+    while True:
+        try:
+            piece = next(stream)
+        except StopIteration as end:
+            return end.value
+        pieces.append(piece)
+        if show:
+            yield piece
+
+
+def drain(stream: CompletionStream) -> Completion:
+    """Run a backend's stream to its end; its Completion."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as end:
+            if not isinstance(end.value, Completion):
+                raise TypeError("the backend's stream ended without its Completion") from None
+            return end.value

@@ -7,10 +7,9 @@ with exponential backoff on 408/409/429/5xx and lost connections, come from the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Literal
 
-from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
+from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, TokenLogprobs
 from chatbot.errors import ServerFault
 from chatbot.runtime.openai_client import api_errors, make_client, server_url, skill_prefix
 
@@ -41,6 +40,8 @@ class OpenAIBackend:
     def _call(self, request: GenerationRequest, stream: bool) -> Any:
         params: dict[str, Any] = {"model": request.base_model, "max_tokens": request.max_tokens, "temperature": request.temperature,
                                   "top_p": request.top_p, "stream": stream}
+        if stream:
+            params["stream_options"] = {"include_usage": True}  # the server's own token counts, in a last chunk
         if request.stop:
             params["stop"] = request.stop[:4]
         if request.seed is not None:
@@ -56,19 +57,29 @@ class OpenAIBackend:
                 params["logprobs"] = request.logprobs
             return client.completions.create(prompt=request.prompt, **params)
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> CompletionStream:
         import openai
 
+        pieces: list[str] = []
+        finish, usage = "stop", None
         try:
             for chunk in self._call(request, stream=True):
+                usage = getattr(chunk, "usage", None) or usage
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
+                finish = "length" if choice.finish_reason == "length" else finish
                 piece = choice.delta.content if self.api == "chat" else choice.text
                 if piece:
+                    pieces.append(piece)
                     yield piece
         except openai.APIError as exc:  # the stream broke off midway
             raise ServerFault(f"{skill_prefix(request.skill)}{self.base_url}: the stream failed: {exc}") from None
+        text = "".join(pieces)
+        if usage is None:  # a server that does not send usage: an estimate
+            return Completion(text=text, finish_reason=finish, prompt_tokens=self.count_tokens(request.base_model, request.prompt),
+                              completion_tokens=self.count_tokens(request.base_model, text))
+        return Completion(text=text, finish_reason=finish, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
     def complete(self, request: GenerationRequest) -> Completion:
         response = self._call(request, stream=False)

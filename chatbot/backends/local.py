@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chatbot.backends.base import Completion, GenerationRequest, TokenLogprobs
+from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, TokenLogprobs, drain
 from chatbot.errors import ServerFault
 
 
@@ -167,13 +167,16 @@ class LocalBackend:
         with self._lock:
             self._model(base, adapter)
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        yield from self._generate(request, stats={})
+    def stream(self, request: GenerationRequest) -> CompletionStream:
+        stats: dict[str, Any] = {}
+        pieces: list[str] = []
+        for piece in self._generate(request, stats):
+            pieces.append(piece)
+            yield piece
+        return Completion(text="".join(pieces), **stats)
 
     def complete(self, request: GenerationRequest) -> Completion:
-        stats: dict[str, Any] = {}
-        text = "".join(self._generate(request, stats))
-        return Completion(text=text, **stats)
+        return drain(self.stream(request))
 
     def count_tokens(self, base: str, text: str) -> int:
         with self._lock:
