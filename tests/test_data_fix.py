@@ -240,3 +240,11 @@ def test_fix_drops_rows_with_lone_surrogates_and_says_so(tmp_path: Path) -> None
     assert source.read_bytes() == before
     cli = runner.invoke(app, ["fix", str(source), "-o", str(tmp_path / "p.jsonl"), "--yes", "--approximate"])
     assert cli.exit_code == 0 and "drop_invalid_text" in cli.stdout
+
+
+def test_fix_error_says_how_the_file_was_read(tmp_path: Path) -> None:
+    source = tmp_path / "qa.txt"
+    source.write_text('{"prompt": "a", "completion": " b"}\n{"prompt": "c", "completion": \n', encoding="utf-8")
+    result = runner.invoke(app, ["fix", str(source), "-o", str(tmp_path / "o.jsonl"), "--yes", "--approximate"])
+    assert result.exit_code != 0 and result.stderr.startswith(f"error: {source}:2:")
+    assert "(read qa.txt as JSON Lines (its content), not plain text (its extension))" in result.stderr

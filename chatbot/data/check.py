@@ -234,7 +234,7 @@ def check_file(
     the file was read when its content decided that rather than its extension.
     """
     try:
-        data = read_file(path)
+        data = read_file(path, note_in_errors=False)  # the report's read_as says it
     except DataFormatError as exc:
         bad = finding("unreadable", "error", str(exc), exc.lines)
         return Report(

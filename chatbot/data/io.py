@@ -164,20 +164,24 @@ def read_records(path: str | Path) -> list[Record]:
     return read_file(path).records
 
 
-def read_file(path: str | Path) -> DataFile:
+def read_file(path: str | Path, *, note_in_errors: bool = True) -> DataFile:
     """The rows of *path* and how they were read; ChatbotError when it cannot be read.
 
     A missing file or an unknown extension is a plain ChatbotError; content that cannot be read
-    is a :class:`DataFormatError` naming the line where there is one.
+    is a :class:`DataFormatError` naming the line where there is one. When the content decided how
+    to read the file, the error's ``note`` says how, and (with *note_in_errors*) so does its text.
     """
     reading = sniff(path)
+    note = reading.note()
     try:
         records = _PARSERS[reading.format](reading)
+        if not records:
+            raise DataFormatError(f"{reading.path}: the file is empty", hint="add at least one example")
     except DataFormatError as exc:
-        exc.note = reading.note()
-        raise
-    if not records:
-        raise DataFormatError(f"{reading.path}: the file is empty", hint="add at least one example", note=reading.note())
+        if note is None or not note_in_errors:
+            exc.note = note
+            raise
+        raise DataFormatError(f"{exc.message} ({note})", line=exc.line, lines=exc.lines, hint=exc.hint, note=note) from None
     return DataFile(records, reading)
 
 
@@ -202,6 +206,10 @@ def sniff(path: str | Path) -> Reading:
         hint = "save it as .xlsx" if suffix == ".xls" else f"use one of: {', '.join(SUFFIXES)}"
         raise ChatbotError(f"{path}: unknown file type {suffix or '(no extension)'!r}", hint=hint)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise DataFormatError(f"{path}: {size:,} bytes, more than the {MAX_FILE_BYTES:,} a data file may have",
+                                  hint="split it into smaller files")
         data = path.read_bytes()
     except OSError as exc:
         raise ChatbotError(f"{path}: cannot read it ({exc.strerror or exc})") from None
@@ -214,9 +222,6 @@ def sniff(path: str | Path) -> Reading:
         )
     if not data.strip():
         raise DataFormatError(f"{path}: the file is empty", hint="add at least one example")
-    if len(data) > MAX_FILE_BYTES:
-        raise DataFormatError(f"{path}: {len(data):,} bytes, more than the {MAX_FILE_BYTES:,} a data file may have",
-                              hint="split it into smaller files")
     try:
         text, encoding = _decode(path, data)
     except DataFormatError:
@@ -239,11 +244,11 @@ def _default_delimiter(format: str) -> str | None:
 def _sniff_text(text: str, expected: str) -> tuple[str, str | None]:
     """(format, delimiter) of *text*, whose extension names *expected*."""
     head = _head(text)
-    if not head or expected == "json":
+    if not head:
         return expected, _default_delimiter(expected)
     first = head[0]
     if all(line.startswith("{") for line in head) and any(_is_json_object(line) for line in head[:5]):
-        return "jsonl", None  # a broken line among them is then reported with its number
+        return ("json" if expected == "json" else "jsonl"), None  # .json reads JSON lines too; a broken line gets its number
     if first.startswith("[") and _is_json_array_of_objects(text):
         return "json", None
     if expected in ("csv", "tsv"):
@@ -314,8 +319,13 @@ def _cells(line: str, delimiter: str) -> list[str]:
 
 
 def _names_known_columns(header: str, delimiter: str) -> bool:
+    """Whether *header* is a table's: no empty name, and known names only or two of them at least.
+
+    ("text, please" is a prompt; "id;prompt;completion" a header.)
+    """
     names = [cell.strip().lstrip("\ufeff").lower() for cell in _cells(header, delimiter)]
-    return all(names) and any(name in KNOWN_COLUMNS for name in names)
+    known = sum(name in KNOWN_COLUMNS for name in names)
+    return all(names) and known >= 1 and (known == len(names) or known >= 2)
 
 
 def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
