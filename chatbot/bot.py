@@ -28,6 +28,7 @@ from chatbot.defaults import DATA_DIR, MAX_MESSAGE_CHARS
 from chatbot.errors import ChatbotError
 from chatbot.registry import Registry, Skill
 from chatbot.routing import Candidate, ProgressCallback, Route, router_for_registry
+from chatbot.routing.asking import chosen, question
 from chatbot.skills import build_prompt
 
 
@@ -70,6 +71,8 @@ class Reply(BaseModel):
     latency: Timings
     finish_reason: Literal["stop", "length"] = Field(default="stop", description="length: the skill's answer reached max_tokens")
     usage: Usage = Field(default_factory=lambda: Usage(), description="tokens of the prompt the model read and of its answer; 0 for the fallback reply")
+    asked: list[str] = Field(default_factory=list, description="unsure between these two skills, the bot asked the user to choose; "
+                             "the next message in the session answers")
 
 
 @dataclass
@@ -84,11 +87,12 @@ class _Answer:
     timings: Timings = field(default_factory=Timings)
     finish_reason: Literal["stop", "length"] = "stop"
     usage: Usage = field(default_factory=lambda: Usage())
+    asked: list[str] = field(default_factory=list)
 
     def reply(self, *, session_id: str | None, turn: int | None, entities: dict[str, list[str]]) -> Reply:
         return Reply(session_id=session_id, turn=turn, text=self.text, skill=self.skill, score=self.score, fallback=self.fallback,
                      label=self.label, entities=entities, new_entities=self.entities, runners_up=self.runners_up, latency=self.timings,
-                     finish_reason=self.finish_reason, usage=self.usage)
+                     finish_reason=self.finish_reason, usage=self.usage, asked=self.asked)
 
 
 OnRoute = Callable[[_Answer], None] | None
@@ -205,11 +209,17 @@ class Bot:
         text = _clean(text)
         started = time.perf_counter()
         with self.store.locked(session_id):
-            answer = yield from self._respond(text, lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n)],
-                                              None, overrides, on_route)
+            history = lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n)]  # noqa: E731
+            last = self.store.history(session_id, last=1)
+            pick = chosen(text, last[0].asked, self.registry, self.router) if last and last[0].asked else None
+            if pick is not None:  # the user chose the skill for the message the bot asked about: answer that one, as if never asked
+                before = lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n + 1)[:-1]]  # noqa: E731
+                answer = yield from self._respond(last[0].user, before, pick, overrides, on_route)
+            else:
+                answer = yield from self._respond(text, history, None, overrides, on_route, may_ask=True)
             turn, known = self.store.append(session_id, user=text, reply=answer.text, skill=answer.skill, score=answer.score,
                                             fallback=answer.fallback, label=answer.label, entities=answer.entities,
-                                            timings=answer.timings)
+                                            timings=answer.timings, asked=answer.asked)
         answer.timings.total_ms = _ms(time.perf_counter() - started)
         return answer.reply(session_id=session_id, turn=turn.index, entities=known)
 
@@ -220,8 +230,11 @@ class Bot:
         return answer.reply(session_id=None, turn=None, entities=answer.entities)
 
     def _respond(self, text: str, history: Callable[[int], list[tuple[str, str]]], forced: str | None,
-                 overrides: dict[str, Any], on_route: OnRoute) -> Generator[str, None, _Answer]:
-        """Route *text* (unless a skill is *forced*), then let the skill or the fallback answer it."""
+                 overrides: dict[str, Any], on_route: OnRoute, may_ask: bool = False) -> Generator[str, None, _Answer]:
+        """Route *text* (unless a skill is *forced*), then let the skill or the fallback answer it.
+
+        With *may_ask* (a session, where the next message can answer), an unsure route asks the user to choose instead.
+        """
         started = time.perf_counter()
         if forced is not None:
             route = Route(skill=self.registry.get(forced).name, score=1.0, threshold=0.0, runners_up=[], in_scope=True)
@@ -230,9 +243,13 @@ class Bot:
         routed = time.perf_counter()
         name = route.skill if route.in_scope else self.registry.fallback.skill
         answer = _Answer(skill=name, score=route.score, fallback=not route.in_scope, runners_up=route.runners_up)
+        if may_ask and route.ask:
+            answer.skill, answer.asked, answer.text = None, route.ask, question(self.registry, route.ask)
         if on_route:
             on_route(answer)
-        if name is None:
+        if answer.asked:
+            yield answer.text
+        elif name is None:
             answer.text = self.registry.fallback.reply
             yield answer.text
         else:

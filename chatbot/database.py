@@ -2,7 +2,8 @@
 
 An SQLite file by default (WAL, full sync, foreign keys on), PostgreSQL by URL when several
 processes serve one bot. Tables are created on open; on PostgreSQL under an advisory lock, since
-several processes may start at once.
+several processes may start at once. A column added to a table in a later release is added to the tables
+of an existing database on open (new columns are always nullable), so an old database keeps working.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from chatbot.defaults import DB_ENV
@@ -37,7 +38,9 @@ def open_engine(url: str) -> Engine:
         # write: room for both in each of a server's 32 worker threads (``create_app(workers=...)``).
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=70)
     except (ArgumentError, ImportError) as exc:
-        raise ChatbotError(f"cannot use database {url!r}: {exc}", hint="pass e.g. sqlite:///chat.db or postgresql+psycopg://user@host/db") from None
+        hint = ("PostgreSQL needs the [postgres] extra: pip install 'chatbot[postgres]'" if "psycopg" in str(exc)
+                else "pass e.g. sqlite:///chat.db or postgresql+psycopg://user@host/db")
+        raise ChatbotError(f"cannot use database {url!r}: {exc}", hint=hint) from None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -55,6 +58,18 @@ def create_tables(engine: Engine, metadata: MetaData, lock_key: int) -> None:
             if engine.dialect.name == "postgresql":
                 conn.execute(text(f"SELECT pg_advisory_xact_lock({int(lock_key)})"))
             metadata.create_all(conn)
+            _add_new_columns(conn, metadata)
     except OperationalError as exc:
         raise ChatbotError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
                            hint="check the URL, that the server runs and that the folder is writable") from None
+
+
+def _add_new_columns(conn: Connection, metadata: MetaData) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for each nullable column of *metadata* that an existing table lacks."""
+    existing = inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

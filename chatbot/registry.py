@@ -97,6 +97,8 @@ class Skill(BaseModel):
     routing: bool = Field(default=True, description="the router sends messages to this skill; false: it answers only when asked by name "
                           "(a fine-tuning job's model starts so, unless the server routes new models)")
     routing_examples: list[str] = Field(default_factory=list, description="messages this skill should take; drawn from its training prompts when empty")
+    ask_as: str | None = Field(default=None, description="how the bot offers this skill when it asks the user to choose, e.g. "
+                               "'book a repair' (default: its description)")
     history_turns: int = Field(default=0, ge=0, le=50, description="earlier turns of the conversation put into the prompt")
     ground_entities: bool = Field(default=True, description="extract: drop values that do not occur in the input")
     training: TrainingRecord | None = None
@@ -147,6 +149,9 @@ class RouterConfig(BaseModel):
     out_of_scope: list[str] = Field(default_factory=list, description="messages no skill should take, used to calibrate the threshold")
     out_of_scope_file: str | None = Field(default=None, description="more such messages: a text file (one per line) or JSONL with a `text` field, relative to the registry")
     examples_per_skill: int = Field(default=100, ge=1, description="training prompts drawn per skill when it has no routing_examples")
+    ask: bool = Field(default=True, description="when the router is unsure between two skills, the bot asks the user to choose "
+                      "(the margin is calibrated on held-out examples, like the threshold); false: it always takes the best")
+    margin: float | None = Field(default=None, ge=0, le=2, description="fixed margin for asking; calibrated when the router is built if unset")
 
 
 class Fallback(BaseModel):

@@ -181,3 +181,34 @@ def test_a_reply_says_why_it_ended_and_what_it_cost(registry: Path, tmp_path: Pa
     assert cut.finish_reason == "length" and cut.usage.completion_tokens == 2
     off = bot.reply("u", "Who was the first emperor of Rome?")
     assert off.fallback and off.finish_reason == "stop" and (off.usage.prompt_tokens, off.usage.completion_tokens) == (0, 0)
+
+
+def test_an_unsure_router_asks_and_the_next_message_chooses(tmp_path: Path) -> None:
+    path = write_registry(tmp_path, router={"margin": 2.0, "out_of_scope": []})  # a margin so wide that every routed message is unsure
+    backend = ScriptedBackend()
+    bot = make_bot(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", backend)
+    asked = bot.reply("s", "Can I bring my Trek in on Friday for new brakes?")
+    assert asked.skill is None and not asked.fallback and len(asked.asked) == 2 and backend.requests == []
+    assert asked.text.startswith("Do you mean 1) ") and "2) " in asked.text
+    answered = bot.reply("s", "the second one")  # answers the message asked about, with the skill chosen
+    prompt = backend.requests[-1].prompt
+    assert answered.skill == asked.asked[1] and prompt.endswith("Can I bring my Trek in on Friday for new brakes?\n\n###\n\n")
+    assert "Do you mean" not in prompt  # the skill answers as if the bot had never asked
+    history = bot.session("s").history
+    assert [(t.user, t.skill, t.asked) for t in history] == [("Can I bring my Trek in on Friday for new brakes?", None, asked.asked),
+                                                             ("the second one", asked.asked[1], [])]
+    again = bot.reply("s", "Can I bring my Trek in on Friday for new brakes?")
+    named = bot.reply("s", f"I meant {again.asked[0]}")  # naming the skill chooses it too
+    assert named.skill == again.asked[0]
+    bot.reply("s", "Can I bring my Trek in on Friday for new brakes?")
+    moved_on = bot.reply("s", "Who was the first emperor of Rome, and what did he build?")  # a new message, not an answer
+    assert moved_on.fallback and not moved_on.asked
+    assert path.exists()
+
+
+def test_asking_can_be_switched_off(tmp_path: Path) -> None:
+    write_registry(tmp_path, router={"margin": 2.0, "ask": False, "out_of_scope": []})
+    bot = make_bot(tmp_path, f"sqlite:///{tmp_path / 'c.db'}")
+    reply = bot.reply("s", "Can I bring my Trek in on Friday for new brakes?")
+    assert reply.skill == "booking" and not reply.asked
+    assert not bot.reply_once("Can I bring my Trek in on Friday for new brakes?").asked  # without a session it never asks

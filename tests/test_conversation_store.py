@@ -129,3 +129,19 @@ def test_processes_on_one_session_take_turns(db_url: str) -> None:
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
     history = ConversationStore(db_url).history("shared")
     assert sorted(t.reply for t in history) == ["saw 0", "saw 1", "saw 2"]
+
+
+def test_a_database_from_before_a_new_column_keeps_working(db_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    old = ConversationStore(db_url)
+    old.append("s", user="one", reply="1")
+    old.close()
+    engine = create_engine(db_url)
+    with engine.begin() as conn:  # the table as an earlier release made it
+        conn.execute(text("ALTER TABLE chat_turns DROP COLUMN asked"))
+    engine.dispose()
+    store = ConversationStore(db_url)  # opening adds the column
+    turn, _ = store.append("s", user="two", reply="1) or 2)?", asked=["shop", "booking"])
+    assert [t.asked for t in store.history("s")] == [[], ["shop", "booking"]] and turn.index == 1
+    store.close()

@@ -261,7 +261,7 @@ def test_cli_route_and_route_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert bad.exit_code == 2 and "give both --train and --test" in bad.output
     _jsonl(tmp_path / "nolabel.jsonl", [{"text": "hi"}])
     bad = runner.invoke(app, ["route", "eval", "--train", "nolabel.jsonl", "--test", "test.jsonl"])
-    assert bad.exit_code == 2 and "nolabel.jsonl:1: needs a `text` and a `label`" in bad.output
+    assert bad.exit_code == 1 and "nolabel.jsonl:1: needs a `text` and a `label`" in bad.output
 
 
 def test_route_commands_have_help_with_an_example():
@@ -273,3 +273,19 @@ def test_route_commands_have_help_with_an_example():
 def test_unknown_encoder_folder_is_a_clear_error():
     with pytest.raises(ChatbotError, match="encoder './nowhere': no such folder"):
         Encoder("./nowhere")
+
+
+def test_the_margin_for_asking_catches_the_held_out_mistakes() -> None:
+    import numpy as np
+
+    from chatbot.routing.calibration import Calibration, calibrate_margin
+
+    sure = [[0.9, 0.2], [0.2, 0.9], [0.8, 0.3], [0.3, 0.8]]  # right, with a wide lead
+    close = [[0.52, 0.50], [0.50, 0.53]]  # routed to the wrong skill, by a hair
+    true = np.array([0, 1, 0, 1, 1, 0])
+    result = calibrate_margin(Calibration(method="fixed", threshold=0.4), true, np.array(sure + close), np.zeros((0, 2)))
+    assert 0.03 < result.margin <= 0.3 and result.ask_rate == 2 / 6 and result.ask_right == 1.0 and result.ask_caught == 1.0
+    none_wrong = calibrate_margin(Calibration(method="fixed", threshold=0.4), true[:4], np.array(sure), np.zeros((0, 2)))
+    assert none_wrong.margin == 0.0 and none_wrong.ask_rate == 0.0
+    off = calibrate_margin(Calibration(method="fixed", threshold=0.4), true, np.array(sure + close), np.zeros((0, 2)), ask=False)
+    assert off.margin == 0.0

@@ -28,6 +28,8 @@ class Turn(BaseModel):
     entities: dict[str, list[str]] = Field(default_factory=dict)
     timings: Timings = Field(default_factory=Timings)
     created_at: datetime
+    asked: list[str] = Field(default_factory=list, description="the skills the bot asked the user to choose between; the next turn answers "
+                             "this turn's message with the one chosen")
 
 
 class SessionInfo(BaseModel):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chatbot.data.io import read_records
 from chatbot.errors import ChatbotError
@@ -51,6 +51,9 @@ class RoutingReport(BaseModel):
     oos_recall: float | None
     oos_precision: float | None
     macro_f1: float
+    ask_rate: float = Field(description="share of the test messages the bot would ask about (in a session)")
+    ask_right: float | None = Field(description="share of those asks where the best skill was wrong: asking was right")
+    ask_offers_right: float | None = Field(description="share of the asks about in-scope messages that offered the right skill")
     latency_ms_p50: float
     latency_ms_p95: float
     latency_messages: int
@@ -82,7 +85,8 @@ def as_examples(rows: Sequence[Labelled]) -> tuple[dict[str, list[str]], list[st
 
 
 def score(routes: Sequence[Route], truth: Sequence[str]) -> dict[str, float | None]:
-    """in_scope_accuracy, oos_recall, oos_precision and macro_f1 of *routes* against labels *truth*."""
+    """in_scope_accuracy, oos_recall, oos_precision and macro_f1 of *routes* against labels *truth* (the best route,
+    asked or not), and how often the bot would ask, how often rightly, and how often it offered the right skill."""
     from sklearn.metrics import f1_score
 
     pred = np.array([r.skill or OOS for r in routes])
@@ -95,7 +99,18 @@ def score(routes: Sequence[Route], truth: Sequence[str]) -> dict[str, float | No
         "oos_recall": float(np.mean(said_oos[outside])) if outside.any() else None,
         "oos_precision": float(np.mean(outside[said_oos])) if said_oos.any() else (None if not outside.any() else 0.0),
         "macro_f1": float(f1_score(true, pred, labels=labels, average="macro", zero_division=0)),
+        **_asking(routes, true),
     }
+
+
+def _asking(routes: Sequence[Route], true: np.ndarray) -> dict[str, float | None]:
+    asked = np.array([bool(r.ask) for r in routes])
+    wrong = np.array([(r.skill or OOS) != t for r, t in zip(routes, true)])
+    offered = np.array([t in r.ask for r, t in zip(routes, true)])
+    inside = asked & (true != OOS)
+    return {"ask_rate": float(np.mean(asked)) if len(asked) else 0.0,
+            "ask_right": float(np.mean(wrong[asked])) if asked.any() else None,
+            "ask_offers_right": float(np.mean(offered[inside])) if inside.any() else None}
 
 
 def latency(router: Router, texts: Sequence[str], n: int = LATENCY_SAMPLE, seed: int = 0) -> tuple[float, float, int]:

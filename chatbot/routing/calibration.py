@@ -14,6 +14,12 @@ examples are never trained on. Given such scores:
 * without them, it is the ``PERCENTILE``-th percentile of the held-out scores of in-scope examples
   routed to their own skill, i.e. about that share of real requests would be declined;
 * a fixed threshold (``router.threshold`` in models.yaml) overrides both.
+
+The *margin* says when the router is unsure enough to ask the user to choose between its two best
+skills: when the best skill beats the second by less than the margin, or beats the threshold by
+less. On the same held-out scores, a message routed to a skill is a mistake when it belongs to
+another skill or to none; the margin is the one whose "ask" best catches the mistakes (the F1 of
+asking as a detector of them; ties go to the smaller margin), and zero when there are none.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ class Calibration(BaseModel):
     oos_recall: float | None = None
     oos_precision: float | None = None
     macro_f1: float | None = None
+    margin: float = 0.0
+    ask_rate: float | None = None  # share of the held-out messages routed to a skill that the bot would ask about
+    ask_right: float | None = None  # share of those asks where routing would have been wrong
+    ask_caught: float | None = None  # share of the routing mistakes that asking would catch
 
 
 def oos_f1_at(threshold: float, in_score: np.ndarray, oos_score: np.ndarray) -> float:
@@ -86,3 +96,42 @@ def calibrate(in_true: np.ndarray, in_pred: np.ndarray, in_score: np.ndarray, oo
         pred = np.concatenate([in_pred, np.full(n_oos, n_labels)])
         result.macro_f1 = macro_f1_at(threshold, true, pred, np.concatenate([in_score, oos_score]), n_labels)
     return result
+
+
+def doubt(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """How sure each routing is: the best score's lead over the second best and over the threshold, the smaller."""
+    if scores.shape[1] < 2:
+        return scores[:, 0] - threshold
+    top = -np.sort(-scores, axis=1)
+    return np.minimum(top[:, 0] - top[:, 1], top[:, 0] - threshold)
+
+
+def calibrate_margin(result: Calibration, in_true: np.ndarray, in_scores: np.ndarray, oos_scores: np.ndarray, *,
+                     ask: bool = True, fixed: float | None = None) -> Calibration:
+    """*result* with the margin chosen (or *fixed*) on held-out score matrices (messages × skills), and what asking would do."""
+    threshold = result.threshold
+    if not ask or not len(in_scores):
+        return result
+    matrix = np.concatenate([in_scores, oos_scores]) if len(oos_scores) else in_scores
+    true = np.concatenate([in_true, np.full(len(oos_scores), -1)])
+    routed = matrix.max(1) >= threshold
+    wrong = (matrix.argmax(1) != true)[routed]
+    unsure = doubt(matrix, threshold)[routed]
+    margin = 0.0 if fixed is None else float(fixed)
+    if wrong.any() and fixed is None:
+        candidates = np.unique(np.concatenate([unsure, unsure + 1e-6]))
+        candidates = candidates[candidates > 0]
+        if len(candidates) > MAX_CANDIDATES:
+            candidates = candidates[np.linspace(0, len(candidates) - 1, MAX_CANDIDATES).astype(int)]
+        best = 0.0
+        for m in candidates:
+            asked = unsure < m
+            caught = float(np.sum(asked & wrong))
+            f1 = 2 * caught / (float(np.sum(asked)) + float(np.sum(wrong)))
+            if f1 > best:
+                best, margin = f1, float(m)
+    asked = unsure < margin
+    return result.model_copy(update={
+        "margin": margin, "ask_rate": float(np.mean(asked)) if len(asked) else None,
+        "ask_right": float(np.mean(wrong[asked])) if asked.any() else None,
+        "ask_caught": float(np.sum(asked & wrong) / np.sum(wrong)) if wrong.any() else None})

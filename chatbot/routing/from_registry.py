@@ -29,7 +29,7 @@ def settings_for(registry: Registry) -> RouterSettings:
     """Router settings from ``router:`` in models.yaml; an encoder folder is relative to the registry."""
     config = registry.router
     folder = registry.resolve(os.path.expanduser(config.encoder))
-    return RouterSettings(encoder=str(folder) if folder.is_dir() else config.encoder, threshold=config.threshold)
+    return RouterSettings(encoder=str(folder) if folder.is_dir() else config.encoder, threshold=config.threshold, ask=config.ask, margin=config.margin)
 
 
 def message_of(prompt: str, separator: str) -> str:

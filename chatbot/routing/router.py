@@ -31,13 +31,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.routing.cache import EmbeddingCache, build_folder, default_cache_dir, digest, load_arrays, save_arrays
-from chatbot.routing.calibration import Calibration, calibrate
+from chatbot.routing.calibration import Calibration, calibrate, calibrate_margin, doubt
 from chatbot.defaults import DEFAULT_ENCODER
 from chatbot.routing.encoder import Encoder, ProgressCallback
 from chatbot.routing.head import centroids, nearest_scores, scores
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 3
+STATE_VERSION = 4
 RUNNERS_UP = 3
 
 
@@ -57,6 +57,7 @@ class Route(BaseModel):
     in_scope: bool
     runners_up: list[Candidate] = Field(default_factory=list,
                                         description="the next best skills (the best ones when out of scope), at most 3")
+    ask: list[str] = Field(default_factory=list, description="unsure: the two skills to let the user choose between (the best first)")
 
 
 class RouterSettings(BaseModel):
@@ -72,6 +73,8 @@ class RouterSettings(BaseModel):
     folds: int = Field(default=5, ge=2, description="cross-validation folds for calibration (shipped encoder)")
     held_out: float = Field(default=0.2, gt=0, lt=1, description="share held out for calibration (fine-tuned encoder)")
     seed: int = 0
+    ask: bool = Field(default=True, description="ask the user to choose between the two best skills when unsure (margin calibrated)")
+    margin: float | None = Field(default=None, ge=0, description="fixed margin for asking; calibrated when None")
 
 
 class Router:
@@ -194,8 +197,8 @@ class Router:
         x, oos = x[:len(texts)], x[len(texts):]
         self.memory, self.memory_labels = x.astype(np.float32), y
         self.prototypes = np.zeros((0, x.shape[1]), np.float32)
-        pred, score = np.zeros(len(y), np.int64), np.zeros(len(y), np.float32)
-        oos_score = np.zeros(len(oos), np.float32)
+        held = np.zeros((len(y), n_labels), np.float32)  # each example's scores from a head that did not see it
+        oos_held = np.zeros((len(oos), n_labels), np.float32)
         counts = np.bincount(y, minlength=n_labels) if n_labels else np.zeros(0, int)
         folds = min(self.settings.folds, len(y))
         if n_labels >= 1 and folds >= 2:
@@ -204,16 +207,16 @@ class Router:
             else:
                 splits = KFold(folds, shuffle=True, random_state=self.settings.seed).split(x)
             for train, test in splits:
-                s = nearest_scores(x[test], x[train], y[train], n_labels)
-                pred[test], score[test] = s.argmax(1), s.max(1)
+                held[test] = nearest_scores(x[test], x[train], y[train], n_labels)
                 if len(oos):
-                    oos_score += nearest_scores(oos, x[train], y[train], n_labels).max(1) / folds
+                    oos_held += nearest_scores(oos, x[train], y[train], n_labels) / folds
             held_out = f"{folds}-fold cross-validation"
         else:
             held_out = "none (too few examples)"
-            score[:] = 1.0
-            pred[:] = y
-        self.calibration = calibrate(y, pred, score, oos_score, n_labels, fixed=self.settings.threshold, held_out=held_out)
+            held[np.arange(len(y)), y] = 1.0
+        oos_score = oos_held.max(1) if len(oos) and n_labels else np.zeros(len(oos), np.float32)
+        calibration = calibrate(y, held.argmax(1), held.max(1), oos_score, n_labels, fixed=self.settings.threshold, held_out=held_out)
+        self.calibration = calibrate_margin(calibration, y, held, oos_held, ask=self.settings.ask and folds >= 2, fixed=self.settings.margin)
 
     def _fit_finetuned(self) -> None:
         """Fine-tune the encoder and prototypes on a stratified share; calibrate on the rest."""
@@ -244,9 +247,11 @@ class Router:
         self.prototypes = np.load(target / "prototypes.npy")
         x = self.encoder.encode([texts[i] for i in test] + self.out_of_scope, on_progress=self.on_progress)
         s_test, s_oos = scores(x[:len(test)], self.prototypes), scores(x[len(test):], self.prototypes)
-        self.calibration = calibrate(y[test], s_test.argmax(1), s_test.max(1), s_oos.max(1) if len(s_oos) else np.zeros(0),
-                                     len(self.labels), fixed=self.settings.threshold,
-                                     held_out=f"{len(test)} held-out examples ({self.settings.held_out:.0%}, encoder fine-tuned on the rest)")
+        calibration = calibrate(y[test], s_test.argmax(1), s_test.max(1), s_oos.max(1) if len(s_oos) else np.zeros(0),
+                                len(self.labels), fixed=self.settings.threshold,
+                                held_out=f"{len(test)} held-out examples ({self.settings.held_out:.0%}, encoder fine-tuned on the rest)")
+        self.calibration = calibrate_margin(calibration, y[test], s_test, s_oos if len(s_oos) else np.zeros((0, len(self.labels))),
+                                            ask=self.settings.ask, fixed=self.settings.margin)
 
     # ------------------------------------------------------------ state
 
@@ -314,10 +319,12 @@ class Router:
         s = self._scores(self.encoder.encode(texts, cache=False))
         order = np.argsort(-s, axis=1, kind="stable")[:, :RUNNERS_UP + 1]  # a tie goes to the skill whose name sorts first
         routes = []
-        for row, top in zip(s, order):
+        unsure = doubt(s, self.threshold) < self.calibration.margin
+        for row, top, ask in zip(s, order, unsure):
             best = float(row[top[0]])
             in_scope = best >= self.threshold
             others = top[1:] if in_scope else top[:RUNNERS_UP]
             routes.append(Route(skill=self.labels[top[0]] if in_scope else None, score=round(best, 6), threshold=self.threshold,
-                                in_scope=in_scope, runners_up=[Candidate(skill=self.labels[i], score=round(float(row[i]), 6)) for i in others]))
+                                in_scope=in_scope, runners_up=[Candidate(skill=self.labels[i], score=round(float(row[i]), 6)) for i in others],
+                                ask=[self.labels[i] for i in top[:2]] if in_scope and ask and len(top) >= 2 else []))
         return routes
