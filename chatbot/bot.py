@@ -24,16 +24,21 @@ from chatbot.answer import skill_request
 from chatbot.backends.base import Backend, relay
 from chatbot.backends.pool import BackendPool
 from chatbot.conversation import ConversationStore, Session, SessionInfo, Timings
+from chatbot.conversation.records import fill_slots
 from chatbot.defaults import DATA_DIR, MAX_MESSAGE_CHARS
 from chatbot.errors import ChatbotError
 from chatbot.registry import Registry, Skill
 from chatbot.routing import Candidate, ProgressCallback, Route, router_for_registry
 from chatbot.routing.asking import chosen, question
 from chatbot.skills import build_prompt
+from chatbot.skills.replies import missing, render
 
 
 class Router(Protocol):
     def route(self, text: str) -> Route: ...
+
+
+SLOT_FROM_TEXT_WORDS = 5  # an answer to a skill's question this short is the value itself when the skill finds none
 
 
 class _NoSkills:
@@ -73,6 +78,7 @@ class Reply(BaseModel):
     usage: Usage = Field(default_factory=lambda: Usage(), description="tokens of the prompt the model read and of its answer; 0 for the fallback reply")
     asked: list[str] = Field(default_factory=list, description="unsure between these two skills, the bot asked the user to choose; "
                              "the next message in the session answers")
+    awaiting: str | None = Field(default=None, description="the entity type the skill asked for; the next message in the session fills it")
 
 
 @dataclass
@@ -88,11 +94,13 @@ class _Answer:
     finish_reason: Literal["stop", "length"] = "stop"
     usage: Usage = field(default_factory=lambda: Usage())
     asked: list[str] = field(default_factory=list)
+    awaiting: str | None = None
 
     def reply(self, *, session_id: str | None, turn: int | None, entities: dict[str, list[str]]) -> Reply:
         return Reply(session_id=session_id, turn=turn, text=self.text, skill=self.skill, score=self.score, fallback=self.fallback,
                      label=self.label, entities=entities, new_entities=self.entities, runners_up=self.runners_up, latency=self.timings,
-                     finish_reason=self.finish_reason, usage=self.usage, asked=self.asked)
+                     finish_reason=self.finish_reason, usage=self.usage, asked=self.asked,
+                     awaiting=self.awaiting)
 
 
 OnRoute = Callable[[_Answer], None] | None
@@ -211,15 +219,18 @@ class Bot:
         with self.store.locked(session_id):
             history = lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n)]  # noqa: E731
             last = self.store.history(session_id, last=1)
+            slots = self.store.entities(session_id)
             pick = chosen(text, last[0].asked, self.registry, self.router) if last and last[0].asked else None
-            if pick is not None:  # the user chose the skill for the message the bot asked about: answer that one, as if never asked
+            if last and last[0].awaiting and last[0].skill in self.registry.skills:  # the skill asked for a slot: this message fills it
+                answer = yield from self._respond(text, history, last[0].skill, overrides, on_route, slots=slots, filling=last[0].awaiting)
+            elif pick is not None:  # the user chose the skill for the message the bot asked about: answer that one, as if never asked
                 before = lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n + 1)[:-1]]  # noqa: E731
-                answer = yield from self._respond(last[0].user, before, pick, overrides, on_route)
+                answer = yield from self._respond(last[0].user, before, pick, overrides, on_route, slots=slots)
             else:
-                answer = yield from self._respond(text, history, None, overrides, on_route, may_ask=True)
+                answer = yield from self._respond(text, history, None, overrides, on_route, may_ask=True, slots=slots)
             turn, known = self.store.append(session_id, user=text, reply=answer.text, skill=answer.skill, score=answer.score,
                                             fallback=answer.fallback, label=answer.label, entities=answer.entities,
-                                            timings=answer.timings, asked=answer.asked)
+                                            timings=answer.timings, asked=answer.asked, awaiting=answer.awaiting)
         answer.timings.total_ms = _ms(time.perf_counter() - started)
         return answer.reply(session_id=session_id, turn=turn.index, entities=known)
 
@@ -230,10 +241,13 @@ class Bot:
         return answer.reply(session_id=None, turn=None, entities=answer.entities)
 
     def _respond(self, text: str, history: Callable[[int], list[tuple[str, str]]], forced: str | None,
-                 overrides: dict[str, Any], on_route: OnRoute, may_ask: bool = False) -> Generator[str, None, _Answer]:
+                 overrides: dict[str, Any], on_route: OnRoute, may_ask: bool = False, slots: dict[str, list[str]] | None = None,
+                 filling: str | None = None) -> Generator[str, None, _Answer]:
         """Route *text* (unless a skill is *forced*), then let the skill or the fallback answer it.
 
         With *may_ask* (a session, where the next message can answer), an unsure route asks the user to choose instead.
+        A skill's reply template and questions (``reply``, ``ask_for``) read the session's *slots*; *filling* is the
+        entity type the skill asked for last turn, taken from the message itself when the skill finds none in it.
         """
         started = time.perf_counter()
         if forced is not None:
@@ -263,11 +277,25 @@ class Bot:
                 answer.usage = Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
             parsed = skill.skill_kind.parse("".join(pieces), request.stop, text if skill.ground_entities else None)
             answer.text, answer.label, answer.entities = parsed.text, parsed.label, parsed.entities
+            if skill.reply or skill.ask_for:
+                self._person_reply(skill, answer, text, slots or {}, filling)
             if not skill.skill_kind.streams:  # a label or entities: shown once parsed, not in the raw format
-                yield parsed.text
+                yield answer.text
         done = time.perf_counter()
         answer.timings = Timings(route_ms=_ms(routed - started), generate_ms=_ms(done - routed), total_ms=_ms(done - started))
         return answer
+
+    @staticmethod
+    def _person_reply(skill: Skill, answer: _Answer, text: str, slots: dict[str, list[str]], filling: str | None) -> None:
+        """The reply from the skill's template and the slots, or the question for a slot still missing (see ``skills/replies.py``)."""
+        if filling and not answer.entities.get(filling) and 0 < len(text.split()) <= SLOT_FROM_TEXT_WORDS:
+            answer.entities = {**answer.entities, filling: [text.strip().rstrip(".!?")]}  # "Saturday": the message is the value
+        now = fill_slots(slots, answer.entities)
+        wanted = missing(skill.ask_for, now)
+        if wanted is not None:
+            answer.text, answer.awaiting = skill.ask_for[wanted], wanted
+        elif skill.reply:
+            answer.text = render(skill.reply, now, label=answer.label, text=answer.text)
 
     def backend_for(self, skill: Skill) -> Backend:
         return self.backends.for_skill(skill)

@@ -24,6 +24,7 @@ from chatbot.defaults import DATA_DIR, DEFAULT_ENCODER, REGISTRY_ENV, REGISTRY_F
 from chatbot.errors import ChatbotError
 from chatbot.files import atomic_write_text
 from chatbot.runtime.base_models import DEFAULT_BASE
+from chatbot.skills.replies import placeholders
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KIND_NAMES, KINDS, SkillKind
 
 SkillKindName = Literal[KIND_NAMES]  # type: ignore[valid-type]  # the names of chatbot.skills.KINDS
@@ -97,6 +98,10 @@ class Skill(BaseModel):
     routing: bool = Field(default=True, description="the router sends messages to this skill; false: it answers only when asked by name "
                           "(a fine-tuning job's model starts so, unless the server routes new models)")
     routing_examples: list[str] = Field(default_factory=list, description="messages this skill should take; drawn from its training prompts when empty")
+    reply: str | None = Field(default=None, description="classify / extract: the reply, a template filled from the label and the session's "
+                              "slots, e.g. 'Booked: your {bike} on {day}.' (default: the label or the entities as parsed)")
+    ask_for: dict[str, str] = Field(default_factory=dict, description="extract: entity type -> the question asked while the session has no "
+                                    "value for it; the next message fills it")
     ask_as: str | None = Field(default=None, description="how the bot offers this skill when it asks the user to choose, e.g. "
                                "'book a repair' (default: its description)")
     history_turns: int = Field(default=0, ge=0, le=50, description="earlier turns of the conversation put into the prompt")
@@ -109,6 +114,19 @@ class Skill(BaseModel):
         if not _NAME.match(value):
             raise ValueError("use letters, digits, '-', '_' or '.', at most 64 characters")
         return value
+
+    @model_validator(mode="after")
+    def _replies_fit_the_kind(self) -> Skill:
+        if (self.reply or self.ask_for) and self.skill_kind.streams:
+            raise ValueError(f"reply and ask_for are for classify and extract skills, not {self.kind} (its answer is the reply)")
+        if self.ask_for and self.kind != "extract":
+            raise ValueError("ask_for is for extract skills: it asks for entities")
+        if self.reply:
+            try:
+                placeholders(self.reply)
+            except ChatbotError as exc:
+                raise ValueError(exc.message) from None
+        return self
 
     @model_validator(mode="after")
     def _hosted_needs_a_model(self) -> Skill:

@@ -212,3 +212,32 @@ def test_asking_can_be_switched_off(tmp_path: Path) -> None:
     reply = bot.reply("s", "Can I bring my Trek in on Friday for new brakes?")
     assert reply.skill == "booking" and not reply.asked
     assert not bot.reply_once("Can I bring my Trek in on Friday for new brakes?").asked  # without a session it never asks
+
+
+def test_a_booking_asks_for_its_missing_day_then_confirms(tmp_path: Path) -> None:
+    from bot_helpers import REGISTRY
+
+    skills = {**REGISTRY["skills"], "booking": {**REGISTRY["skills"]["booking"], "reply": "Booked: your {bike} on {day}.",
+                                                "ask_for": {"day": "Which day would you like to come in?"}},
+              "mood": {**REGISTRY["skills"]["mood"], "reply": "Thanks! That reads {label} to me."}}
+    write_registry(tmp_path, skills=skills)
+    bot = make_bot(tmp_path, f"sqlite:///{tmp_path / 'c.db'}")
+    asked = bot.reply("s", "Please book my Giant in for a service.")
+    assert asked.skill == "booking" and asked.text == "Which day would you like to come in?" and asked.awaiting == "day"
+    done = bot.reply("s", "Saturday")  # the skill finds no entity in it: the short answer is the day itself
+    assert done.skill == "booking" and done.text == "Booked: your Giant on Saturday." and not done.awaiting
+    assert done.entities == {"bike": ["Giant"], "day": ["Saturday"]}
+    whole = bot.reply("t", "Can I bring my Trek in on Friday for new brakes?")  # everything given at once: no question
+    assert whole.text == "Booked: your Trek on Friday."
+    assert bot.reply("u", "I love this shop, great mechanics!").text == "Thanks! That reads positive to me."
+    assert [t.awaiting for t in bot.session("s").history] == ["day", None]
+
+
+def test_reply_templates_are_checked_when_models_yaml_is_read(tmp_path: Path) -> None:
+    from bot_helpers import REGISTRY
+
+    from chatbot import registry as registry_io
+
+    write_registry(tmp_path, skills={**REGISTRY["skills"], "shop": {**REGISTRY["skills"]["shop"], "reply": "Here: {text}"}})
+    with pytest.raises(ChatbotError, match="skills.shop: .*reply and ask_for are for classify and extract skills"):
+        registry_io.load(tmp_path / "models.yaml")

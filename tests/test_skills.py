@@ -46,3 +46,13 @@ def test_entities_not_in_the_source_are_dropped():
     source = "3-5 years of Python and C# wanted.\n\n###\n\n"
     assert parse_entities(completion, source=source).entities == {"experience": ["3 - 5 years"], "skills": ["python", "c#"]}
     assert parse_entities(completion).entities["experience"] == ["3 - 5 years", "10 years"]  # no source: kept
+
+
+def test_reply_templates_fill_slots_and_name_what_is_missing() -> None:
+    from chatbot.skills.replies import missing, render
+
+    slots = {"bike": ["Trek"], "service": ["brakes", "gears", "chain"]}
+    assert render("Your {bike}: {service} on {day}.", slots) == "Your Trek: brakes, gears and chain on ."
+    assert render("It reads {label}.", {}, label="positive") == "It reads positive."
+    assert missing({"bike": "Which bike?", "day": "Which day?"}, slots) == "day"
+    assert missing({"bike": "Which bike?"}, slots) is None

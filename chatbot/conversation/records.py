@@ -30,6 +30,7 @@ class Turn(BaseModel):
     created_at: datetime
     asked: list[str] = Field(default_factory=list, description="the skills the bot asked the user to choose between; the next turn answers "
                              "this turn's message with the one chosen")
+    awaiting: str | None = Field(default=None, description="the entity type this turn's skill asked for (ask_for); the next message fills it")
 
 
 class SessionInfo(BaseModel):

@@ -55,6 +55,7 @@ class _TurnRow(_Base):
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     asked: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # added later: nullable, added to old databases on open
+    awaiting: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 def _utc(value: datetime) -> datetime:
@@ -64,7 +65,8 @@ def _utc(value: datetime) -> datetime:
 def _turn(row: _TurnRow) -> Turn:
     return Turn(index=row.position, user=row.user_text, reply=row.reply, skill=row.skill, score=row.score,
                 fallback=row.fallback, label=row.label, entities=row.entities or {},
-                timings=Timings(**(row.timings or {})), created_at=_utc(row.created_at), asked=row.asked or [])
+                timings=Timings(**(row.timings or {})), created_at=_utc(row.created_at), asked=row.asked or [],
+                awaiting=row.awaiting)
 
 
 def check_session_id(session_id: str) -> str:
@@ -101,7 +103,7 @@ class ConversationStore:
 
     def append(self, session_id: str, *, user: str, reply: str, skill: str | None = None, score: float = 0.0,
                fallback: bool = False, label: str | None = None, entities: dict[str, list[str]] | None = None,
-               timings: Timings | None = None, asked: list[str] | None = None) -> tuple[Turn, dict[str, list[str]]]:
+               timings: Timings | None = None, asked: list[str] | None = None, awaiting: str | None = None) -> tuple[Turn, dict[str, list[str]]]:
         """Commit one turn; returns it and the session's entities after it."""
         check_session_id(session_id)
         now = datetime.now(timezone.utc)
@@ -114,7 +116,7 @@ class ConversationStore:
             position = db.scalar(select(func.count()).where(_TurnRow.session_id == session_id)) or 0
             turn = _TurnRow(session_id=session_id, position=position, user_text=user, reply=reply, skill=skill, score=float(score),
                             fallback=fallback, label=label, entities=entities or {}, timings=(timings or Timings()).model_dump(),
-                            created_at=now, asked=asked or None)
+                            created_at=now, asked=asked or None, awaiting=awaiting)
             db.add(turn)
             row.entities = fill_slots(row.entities or {}, entities or {})
             row.updated_at = now
