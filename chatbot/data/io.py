@@ -6,7 +6,7 @@ TSV, XLSX (first sheet) and plain text (one prompt a line, completion empty).
 
 The extension names the format, but the content decides where the two disagree (:func:`sniff`):
 JSON lines in a ``.txt`` or ``.csv`` file are read as JSON Lines, a table with a header naming known
-columns (``prompt``, ``completion``, ``text``, ``label``, …) in a ``.txt`` or ``.jsonl`` file as CSV,
+columns (``prompt``, ``completion``, ``text``, ``label``, …) in a ``.txt`` or JSON file as CSV,
 a ``.csv`` whose header holds no comma but semicolons, tabs or bars is read with that delimiter
 (:class:`csv.Sniffer` finds it), a ``.tsv`` holding commas as CSV, a zip archive as a workbook.
 Text is UTF-8; a byte order mark is skipped, and UTF-16 or UTF-32 with one is decoded. :class:`Reading`
