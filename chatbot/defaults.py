@@ -15,6 +15,7 @@ REGISTRY_ENV = "CHATBOT_REGISTRY"  # where models.yaml is
 DB_ENV = "CHATBOT_DB"  # the conversation database's URL
 CACHE_ENV = "CHATBOT_CACHE"  # converted base models and router caches
 THREADS_ENV = "CHATBOT_THREADS"  # torch threads per process
+LOG_ENV = "CHATBOT_LOG"  # the CLI's log level: DEBUG, INFO, WARNING (default), ERROR or CRITICAL
 
 MAX_MESSAGE_CHARS = 8000  # the longest user message the bot and the web API accept
 MAX_BODY_BYTES = 1 << 20  # a JSON request body (uploads have their own limit)

@@ -44,13 +44,13 @@ def test_piped_chat_prints_one_reply_per_line_and_continues_a_session(registry: 
     assert "cli" in listing and "chat-" in listing
     assert runner.invoke(app, ["sessions", "delete", "cli"]).exit_code == 0
     missing = runner.invoke(app, ["sessions", "show", "cli"])
-    assert missing.exit_code == 2 and "no session 'cli'" in missing.output
+    assert missing.exit_code == 1 and "no session 'cli'" in missing.output
 
 
 def test_chat_without_skills_says_what_to_do(tmp_path: Path) -> None:
     write_registry(tmp_path, skills={})
     result = runner.invoke(app, ["chat"], input="hi\n")
-    assert result.exit_code == 2 and "no skills registered" in result.output
+    assert result.exit_code == 1 and "no skills registered" in result.output
 
 
 def test_terminal_chat_streams_replies_and_runs_slash_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

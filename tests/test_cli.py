@@ -71,7 +71,7 @@ def test_ask_eval_and_registry_commands(trained: Path, tmp_path: Path):
 def test_retraining_needs_force(trained: Path, tmp_path: Path, tiny_base: str):
     before = trained.read_text()
     result = invoke("train", "mood", "--kind", "classify", "--data", str(tmp_path / "mood.jsonl"), "--base", tiny_base)
-    assert result.exit_code == 2 and "exists already" in result.output and "--force" in result.output
+    assert result.exit_code == 1 and "exists already" in result.output and "--force" in result.output
     assert trained.read_text() == before
 
 
@@ -111,15 +111,15 @@ def test_bad_train_input_gets_one_clear_line(args: list[str], message: str, tmp_
 def test_malformed_training_file_names_the_line(tmp_path: Path, tiny_base: str):
     (tmp_path / "bad.jsonl").write_text(json.dumps(ROWS[0]) + "\n{\"prompt\": \"x\",\n")
     result = invoke("train", "mood", "--kind", "classify", "--data", "bad.jsonl", "--base", tiny_base)
-    assert result.exit_code == 2 and "bad.jsonl:2:" in result.output
+    assert result.exit_code == 1 and "bad.jsonl:2:" in result.output
 
 
 def test_unknown_skill_and_missing_registry(tmp_path: Path):
     result = invoke("ask", "nope", "hello")
-    assert result.exit_code == 2 and "models.yaml: no such registry" in result.output
+    assert result.exit_code == 1 and "models.yaml: no such registry" in result.output
     (tmp_path / "models.yaml").write_text("skills: {}\n")
     result = invoke("ask", "nope", "hello")
-    assert result.exit_code == 2 and "no skill named 'nope'" in result.output
+    assert result.exit_code == 1 and "no skill named 'nope'" in result.output
 
 
 def test_every_command_has_help_with_an_example():

@@ -181,12 +181,12 @@ def test_cli_fix_without_terminal_or_yes_applies_no_recommended_fix(tmp_path: Pa
     assert not read(tmp_path / "o.jsonl")[0]["prompt"].endswith(SEP)
 
 
-def test_cli_fix_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+def test_cli_fix_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     source = messy_csv(tmp_path / "m.csv")
     result = runner.invoke(app, ["fix", str(source), "-o", str(source.with_suffix(".jsonl"))])
     assert result.exit_code == 0
     result = runner.invoke(app, ["fix", str(source), "-o", str(source.with_suffix(".jsonl"))])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and "exists already" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Example:" in runner.invoke(app, ["fix", "--help"]).stdout

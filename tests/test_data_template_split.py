@@ -165,7 +165,7 @@ def test_cli_template(tmp_path: Path) -> None:
     assert "wrote 4 prompts" in result.stdout and "completions are empty" in result.stdout
     assert read(out)[0]["prompt"] == f"Aero\na chair{SEP}"
     result = runner.invoke(app, ["template", str(table), "-t", "{nope}", "-o", str(tmp_path / "x.jsonl")])
-    assert result.exit_code == 2 and "available columns: name, type" in result.stderr
+    assert result.exit_code == 1 and "available columns: name, type" in result.stderr
 
 
 def test_cli_split(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_cli_split(tmp_path: Path) -> None:
     assert "(14 rows)" in result.stdout and "(6 rows)" in result.stdout
     assert "stratified on 2 classes" in result.stdout
     result = runner.invoke(app, ["split", str(source)])
-    assert result.exit_code == 2 and "exists already" in result.stderr
+    assert result.exit_code == 1 and "exists already" in result.stderr
 
 
 def test_cli_help_has_examples() -> None:
@@ -193,7 +193,7 @@ def test_split_and_template_refuse_lone_surrogates_naming_line_and_field(tmp_pat
         render_table(source, "{text}", out=tmp_path / "t.jsonl")
     assert render_table(source, "{label}", out=tmp_path / "t.jsonl") == 2  # the column used is fine
     result = runner.invoke(app, ["split", str(source), "--valid", "0.5"])
-    assert result.exit_code == 2 and "s.jsonl:2: field 'text' holds a lone surrogate" in result.stderr
+    assert result.exit_code == 1 and "s.jsonl:2: field 'text' holds a lone surrogate" in result.stderr
 
 
 def test_split_and_template_say_how_the_file_was_read(tmp_path: Path) -> None:

@@ -220,9 +220,9 @@ def test_train_hosted_from_the_cli_then_chat_with_the_skill(server: tuple[openai
     assert json.loads(runner.invoke(app, ["jobs", "show", job_id, "--base-url", url]).stdout)["status"] == "succeeded"
     assert "The job has successfully completed" in runner.invoke(app, ["jobs", "events", job_id, "--base-url", url]).output
     ended = runner.invoke(app, ["jobs", "cancel", job_id, "--base-url", url])
-    assert ended.exit_code == 2 and "already ended" in ended.output
+    assert ended.exit_code == 1 and "already ended" in ended.output
     down = runner.invoke(app, ["jobs", "list", "--base-url", "http://127.0.0.1:9/v1"])
-    assert down.exit_code == 2 and "cannot reach http://127.0.0.1:9/v1" in down.output
+    assert down.exit_code == 1 and "cannot reach http://127.0.0.1:9/v1" in down.output
 
 
 def test_jobs_and_conversations_share_one_engine(tmp_path: Path) -> None:

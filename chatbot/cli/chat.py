@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from chatbot.cli.common import DB_HELP, REGISTRY_HELP, console, err_console, handle_errors, progress_bars
+from chatbot.cli.common import DB_HELP, EXIT_ERROR, REGISTRY_HELP, console, err_console, error, handle_errors, progress_bars
 from chatbot.errors import ChatbotError
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def chat(
 
     In a terminal: line editing and history, Alt-Enter (or Esc then Enter) for a new line, replies
     streamed, slash commands (/skills, /route, /history, /reset, /quit). With standard input not
-    a terminal, it reads one message per line and prints one reply per line.
+    a terminal, it reads one message per line and prints one reply per line; a turn that fails
+    prints an empty line, its error goes to stderr, and the exit status at the end is 1.
 
     Example: chatbot chat --session alice
     """
@@ -50,13 +51,16 @@ def chat(
         bot = Bot.from_registry(registry, db=db, on_progress=on_progress)
         bot.warm_up()
     session_id = session or f"chat-{uuid.uuid4().hex[:8]}"
+    failed = 0
     try:
         if interactive:
             _interactive(bot, session_id)
         else:
-            _lines(bot, session_id)
+            failed = _lines(bot, session_id)
     finally:
         bot.close()
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def _one_line(text: str) -> str:
@@ -77,17 +81,27 @@ def _converse(bot: Bot, session_id: str, messages: Iterable[str], answer: Callab
         answer(session_id, text)
 
 
-def _lines(bot: Bot, session_id: str) -> None:
-    """Scripted use: one message per input line, one reply per output line."""
+def _lines(bot: Bot, session_id: str) -> int:
+    """Scripted use: one message per input line, one reply per output line; returns how many turns failed.
+
+    A failed turn's line is empty (the replies stay in step with the messages) and its error goes to stderr.
+    """
     err_console.print(f"session {session_id}", highlight=False)
+    failed = 0
 
     def answer(session_id: str, text: str) -> None:
+        nonlocal failed
         try:
             print(_one_line(bot.reply(session_id, text).text), flush=True)
         except ChatbotError as exc:
-            print(f"error: {exc}", flush=True)
+            failed += 1
+            print(flush=True)
+            error(str(exc))
 
     _converse(bot, session_id, sys.stdin, answer, plain=True)
+    if failed:
+        error(f"{failed} turn{'s' if failed != 1 else ''} failed in session {session_id}")
+    return failed
 
 
 def _interactive(bot: Bot, session_id: str) -> None:
@@ -126,7 +140,7 @@ def _interactive(bot: Bot, session_id: str) -> None:
         try:
             _streamed(bot, session_id, text)
         except ChatbotError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            error(str(exc))
         except KeyboardInterrupt:
             console.print("\n[dim](interrupted: this turn was not stored)[/]")
 

@@ -18,7 +18,7 @@ from chatbot.data.fix import FixResult, fix_file
 from chatbot.data.io import describe, read_file
 from chatbot.data.split import can_stratify, split_file, stratify_labels
 from chatbot.data.template import render_table
-from chatbot.cli.common import decode_escapes, handle_errors
+from chatbot.cli.common import decode_escapes, handle_errors, need_file
 from chatbot.errors import ChatbotError
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP
 from chatbot.runtime.base_models import DEFAULT_BASE
@@ -117,6 +117,7 @@ def check(
 
     Example: chatbot data check train.jsonl --valid valid.jsonl --base smollm2-135m
     """
+    need_file(file), need_file(valid, "--valid")  # a missing file named on the command line is a usage error
     count, context = token_counter(None if approximate else base)
     limit = max_tokens or context or 2048
     report = check_file(file, valid_path=valid, count_tokens=count, max_tokens=limit, kind=kind)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors
+from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors, need_file, print_json
 
 
 def _flat(scores: dict[str, Any]) -> dict[str, float]:
@@ -63,11 +62,12 @@ def evaluate(
     from chatbot.data.io import load_examples
     from chatbot.evaluation import evaluate_skill
 
+    need_file(data, "--data")
     reg = registry_io.load(registry)
     skill = reg.get(name)
     total = len(load_examples(data)) * (2 if baseline else 1)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console if as_json else console, transient=as_json) as progress:
+                  console=err_console, transient=as_json) as progress:
         task = progress.add_task(f"evaluating {name}", total=total)
         result = evaluate_skill(reg, name, data, BackendPool().for_skill(skill), baseline=baseline,
                                 on_example=lambda: progress.advance(task))
@@ -84,7 +84,7 @@ def evaluate(
 
                 write_model_card(folder, reg.get(name))
     if as_json:
-        console.out(json.dumps(result, ensure_ascii=False, indent=2))
+        print_json(result)
         return
     console.print(_table(result))
     details = _details(result)

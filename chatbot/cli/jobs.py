@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors
+from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors, print_json
 
 app = typer.Typer(help="Follow, list and cancel hosted fine-tuning jobs.\n\nExample: chatbot jobs list --base-url http://127.0.0.1:8000/v1",
                   no_args_is_help=True)
@@ -20,6 +19,7 @@ BaseUrl = Annotated[str | None, typer.Option("--base-url", envvar="OPENAI_BASE_U
 KeyEnv = Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")]
 T = TypeVar("T")
 RegistryOption = Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
 def _client(base_url: str | None, api_key_env: str) -> Any:
@@ -46,7 +46,7 @@ def follow_and_register(client: Any, job_id: str, *, base_url: str | None, api_k
     from chatbot.training.hosted import follow, register
 
     progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console)
+                        console=err_console)
     try:
         with progress:
             task = progress.add_task(f"job {job_id}", total=None)
@@ -80,13 +80,19 @@ def follow_job(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPE
 
 @app.command("list")
 @handle_errors
-def list_jobs(base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_API_KEY", limit: int = 20) -> None:
-    """List the most recent jobs.
+def list_jobs(base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_API_KEY", limit: int = 20, as_json: JsonOption = False) -> None:
+    """List the most recent jobs, the newest first.
+
+    --json prints a list of the server's fine_tuning.job objects, as its API returns them.
 
     Example: chatbot jobs list --base-url http://127.0.0.1:8000/v1
     """
+    found = _jobs(base_url, api_key_env, lambda jobs: jobs.list(limit=limit).data)
+    if as_json:
+        print_json([job.model_dump(mode="json") for job in found])
+        return
     table = Table("job", "status", "base model", "fine-tuned model", "created", "finished")
-    for job in _jobs(base_url, api_key_env, lambda jobs: jobs.list(limit=limit).data):
+    for job in found:
         table.add_row(job.id, job.status, job.model, job.fine_tuned_model or "-", _when(job.created_at), _when(job.finished_at))
     console.print(table)
 
@@ -99,17 +105,23 @@ def show(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_AP
     Example: chatbot jobs show ftjob-abc123
     """
     job = _jobs(base_url, api_key_env, lambda jobs: jobs.retrieve(job_id))
-    console.out(json.dumps(job.model_dump(mode="json"), indent=2))
+    print_json(job.model_dump(mode="json"))
 
 
 @app.command("events")
 @handle_errors
-def events(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_API_KEY", limit: int = 100) -> None:
+def events(job_id: str, base_url: BaseUrl = None, api_key_env: KeyEnv = "OPENAI_API_KEY", limit: int = 100, as_json: JsonOption = False) -> None:
     """Print a job's events, oldest first.
+
+    --json prints a list of the server's fine_tuning.job.event objects, oldest first.
 
     Example: chatbot jobs events ftjob-abc123 --limit 20
     """
-    for event in reversed(_jobs(base_url, api_key_env, lambda jobs: jobs.list_events(job_id, limit=limit).data)):
+    found = list(reversed(_jobs(base_url, api_key_env, lambda jobs: jobs.list_events(job_id, limit=limit).data)))
+    if as_json:
+        print_json([event.model_dump(mode="json") for event in found])
+        return
+    for event in found:
         console.print(f"[dim]{_when(event.created_at)}[/] {escape(event.message)}", highlight=False)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -10,45 +10,65 @@ from rich.markup import escape
 from rich.table import Table
 
 from chatbot import registry as registry_io
-from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
-from chatbot.errors import ChatbotError
+from chatbot.cli.common import REGISTRY_HELP, UsageError, console, handle_errors, print_json
 
 app = typer.Typer(help="List, show and remove registered skills; turn their routing on or off.\n\nExample: chatbot registry list", no_args_is_help=True)
 RegistryOption = Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
 @app.command("list")
 @handle_errors
-def list_skills(registry: RegistryOption = None) -> None:
+def list_skills(registry: RegistryOption = None, as_json: JsonOption = False) -> None:
     """List the skills of the registry.
+
+    --json prints a list of objects: name, kind, description, backend, base_model, model, adapter,
+    routing, trained_at, metric and score (null when not trained or not evaluated).
 
     Example: chatbot registry list --registry models.yaml
     """
     reg = registry_io.load(registry)
+    rows = [_summary(skill) for skill in reg.skills.values()]
+    if as_json:
+        print_json(rows)
+        return
     table = Table(title=f"skills in {escape(str(reg.path))}")
     for column in ("name", "kind", "backend", "base model", "adapter", "trained", "metric", "score"):
         table.add_column(column, no_wrap=column in ("name", "kind", "score"))
-    for skill in reg.skills.values():
-        record = skill.training
-        metric = skill.skill_kind.metric
-        score = record.metrics.get(metric) if record else None
+    for row in rows:
+        score = row["score"]
         table.add_row(*map(escape, [  # the file's text, not markup: a base model named "[/]" is no tag
-            skill.name, skill.kind, skill.backend, skill.base_model, skill.adapter or "-",
-            record.trained_at.strftime("%Y-%m-%d") if record else "-",
-            metric, f"{score:.3f}" if isinstance(score, float) else "-",
+            row["name"], row["kind"], row["backend"], row["base_model"], row["adapter"] or "-", (row["trained_at"] or "-")[:10],
+            row["metric"], f"{score:.3f}" if isinstance(score, float) else "-",
         ]))
     console.print(table)
 
 
+def _summary(skill: registry_io.Skill) -> dict[str, Any]:
+    record = skill.training
+    metric = skill.skill_kind.metric
+    score = record.metrics.get(metric) if record else None
+    return {
+        "name": skill.name, "kind": skill.kind, "description": skill.description, "backend": skill.backend,
+        "base_model": skill.base_model, "model": skill.model, "adapter": skill.adapter, "routing": skill.routing,
+        "trained_at": record.trained_at.isoformat() if record else None, "metric": metric,
+        "score": float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+    }
+
+
 @app.command("show")
 @handle_errors
-def show(name: str, registry: RegistryOption = None) -> None:
-    """Show everything registered for one skill.
+def show(name: str, registry: RegistryOption = None, as_json: JsonOption = False) -> None:
+    """Show everything registered for one skill (as in models.yaml; --json: as JSON).
 
     Example: chatbot registry show booking-extract
     """
     skill = registry_io.load(registry).get(name)
-    console.print(yaml.dump(skill.model_dump(mode="json", exclude_none=True), Dumper=registry_io._Dumper, sort_keys=False, allow_unicode=True), highlight=False, markup=False)
+    data = skill.model_dump(mode="json", exclude_none=True)
+    if as_json:
+        print_json(data)
+        return
+    console.print(yaml.dump(data, Dumper=registry_io._Dumper, sort_keys=False, allow_unicode=True), highlight=False, markup=False)
 
 
 @app.command("remove")
@@ -75,7 +95,7 @@ def routing(name: str, state: Annotated[str, typer.Argument(help="on: the router
     Example: chatbot registry routing ft-smollm2-135m-mood-a1b2c3 on
     """
     if state not in ("on", "off"):
-        raise ChatbotError(f"{state!r}: say on or off", hint=f"chatbot registry routing {name} on")
+        raise UsageError(f"{state!r}: say on or off", hint=f"chatbot registry routing {name} on")
     with registry_io.editing(registry, missing_ok=False) as reg:
         reg.get(name).routing = state == "on"
     console.print(f"routing {state} for {name} in {reg.path}")

@@ -15,8 +15,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from chatbot.cli.common import REGISTRY_HELP, console, err_console, handle_errors, progress_bars
-from chatbot.errors import ChatbotError
+from chatbot.cli.common import REGISTRY_HELP, UsageError, console, err_console, handle_errors, need_file, print_json, progress_bars
 
 DEFAULT_COMMAND = "message"
 
@@ -62,7 +61,7 @@ def message(
     from chatbot.routing.from_registry import router_for_registry
 
     if not text.strip():
-        raise ChatbotError("the message is empty", hint='chatbot route "your message"')
+        raise UsageError("the message is empty", hint='chatbot route "your message"')
     reg = registry_io.load(registry)
     with progress_bars() as on_progress:
         router = router_for_registry(reg, cache_dir=cache_dir, on_progress=on_progress)
@@ -122,9 +121,11 @@ def evaluate(
     from chatbot.routing.router import RouterSettings
 
     if finetune not in ("auto", "always", "never"):
-        raise ChatbotError(f"--finetune {finetune!r}: use auto, always or never")
+        raise UsageError(f"--finetune {finetune!r}: use auto, always or never")
     if (train is None) != (test is None):
-        raise ChatbotError("give both --train and --test, or neither (to evaluate the registry's router)")
+        raise UsageError("give both --train and --test, or neither (to evaluate the registry's router)")
+    need_file(train, "--train")
+    need_file(test, "--test")
     if train is not None and test is not None:
         settings = RouterSettings(finetune=finetune, threshold=threshold)  # type: ignore[arg-type]
         with progress_bars() as on_progress:
@@ -137,7 +138,7 @@ def evaluate(
             report = evaluate_registry(reg, cache_dir=cache_dir, finetune=finetune, on_progress=on_progress)
     data = report.model_dump()
     if as_json:
-        console.out(json.dumps(data, ensure_ascii=False, indent=2))
+        print_json(data)
         return
     console.print(_report_table(data))
     err_console.print(f"calibration on held-out training data: {report.calibration.model_dump(exclude={'method', 'threshold'})}",

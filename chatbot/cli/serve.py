@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chatbot.cli.common import DB_HELP, REGISTRY_HELP, err_console, handle_errors
-from chatbot.errors import ChatbotError
+from chatbot.cli.common import DB_HELP, REGISTRY_HELP, UsageError, err_console, handle_errors
 
 KEY_ENV = "CHATBOT_API_KEY"
 
@@ -44,7 +43,7 @@ def serve(
 
     keys = [k for k in (api_key or []) if k] + [k.strip() for k in os.environ.get(KEY_ENV, "").split(",") if k.strip()]
     if host not in LOOPBACK_HOSTS and not keys:
-        raise ChatbotError(f"--host {host}: anyone who reaches this address could use the bot, read its conversations and train models",
+        raise UsageError(f"--host {host}: anyone who reaches this address could use the bot, read its conversations and train models",
                            hint=f"give clients a key with --api-key or ${KEY_ENV}, or listen on 127.0.0.1")
     hosts = LOOPBACK_HOSTS + [h for h in (allowed_host or []) if h]
     if host not in ("0.0.0.0", "::") and host not in hosts:

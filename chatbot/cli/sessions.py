@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from chatbot.cli.common import DB_HELP, REGISTRY_HELP, console, handle_errors
+from chatbot.cli.common import DB_HELP, REGISTRY_HELP, console, handle_errors, print_json
 from chatbot.errors import ChatbotError
 
 app = typer.Typer(help="List, show and delete stored conversations.\n\nExample: chatbot sessions list", no_args_is_help=True)
@@ -27,13 +27,21 @@ def _store(registry: str | None, db: str | None):  # noqa: ANN202 - Conversation
 
 @app.command("list")
 @handle_errors
-def list_sessions(registry: RegistryOption = None, db: DbOption = None) -> None:
+def list_sessions(registry: RegistryOption = None, db: DbOption = None,
+                  as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """List the sessions, the most recent first.
+
+    --json prints a list of objects: id, turns, created_at and updated_at (ISO 8601).
 
     Example: chatbot sessions list --db postgresql+psycopg://bot@localhost/bot
     """
+    sessions = _store(registry, db).sessions()
+    if as_json:
+        print_json([{"id": s.id, "turns": s.turns, "created_at": s.created_at.isoformat(), "updated_at": s.updated_at.isoformat()}
+                    for s in sessions])
+        return
     table = Table("session", "turns", "started", "last turn")
-    for info in _store(registry, db).sessions():
+    for info in sessions:
         table.add_row(info.id, str(info.turns), f"{info.created_at:%Y-%m-%d %H:%M}", f"{info.updated_at:%Y-%m-%d %H:%M}")
     console.print(table)
 

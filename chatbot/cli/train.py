@@ -9,8 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from chatbot.cli.common import REGISTRY_HELP, console, handle_errors
-from chatbot.errors import ChatbotError
+from chatbot.cli.common import REGISTRY_HELP, UsageError, console, err_console, handle_errors, need_file
 from chatbot.skills import KINDS
 from chatbot.runtime.base_models import DEFAULT_BASE
 from chatbot.training.hyperparams import Hyperparameters
@@ -26,7 +25,7 @@ def hyperparameters(**values: object) -> Hyperparameters:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0])
-        raise ChatbotError(f"{_OPTION.get(field, field)}: {err['msg']}", hint=f"got {err.get('input')!r}") from None
+        raise UsageError(f"{_OPTION.get(field, field)}: {err['msg']}", hint=f"got {err.get('input')!r}") from None
 
 
 @handle_errors
@@ -61,7 +60,9 @@ def train(
     from chatbot.training.skill import train_skill
 
     if kind not in KINDS:
-        raise ChatbotError(f"--kind: unknown skill kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+        raise UsageError(f"--kind: unknown skill kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    need_file(data, "--data")
+    need_file(valid, "--valid")
     hp = hyperparameters(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
                          prompt_loss_weight=prompt_loss_weight, seed=seed)
     if hosted:
@@ -74,13 +75,13 @@ def train(
         client = make_client(base_url, api_key_env)
         job = start_job(client, name=name, kind=kind, data=data, valid=valid, base=base, hyperparameters=hp, explicit=explicit,
                         suffix=suffix, description=description, registry_path=registry, force=force)
-        console.print(f"created job {job.id} on {client.base_url} (base {base})")
+        err_console.print(f"created job {job.id} on {client.base_url} (base {base})")
         follow_and_register(client, job.id, base_url=base_url, api_key_env=api_key_env, registry=registry)
         return
     progress = Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console,
+        console=err_console,
     )
     with progress:
         task = progress.add_task(f"checking data, loading {base}", total=None, loss="-")
