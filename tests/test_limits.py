@@ -96,9 +96,9 @@ def test_a_lone_surrogate_in_a_message_with_a_session_is_400(url: str) -> None:
 
 
 def test_the_servers_faults_are_5xx_with_a_generic_message(url: str) -> None:
-    crash = error_of(post(url, "/v1/chat/completions", chat("crash please", user="x")), 500)
+    crash = error_of(post(url, "/v1/chat/completions", chat("When are you open? crash please", user="x")), 500)
     assert crash["message"] == INTERNAL and "secret" not in crash["message"]
-    down = error_of(post(url, "/v1/chat/completions", chat("is the model down?", user="y")), 503)
+    down = error_of(post(url, "/v1/chat/completions", chat("When are you open? is the model down?", user="y")), 503)
     assert down["message"] == UNAVAILABLE and "10.0.0.7" not in down["message"]
 
 

@@ -54,6 +54,11 @@ def test_models_lists_the_bot_and_its_skills(client: openai.OpenAI) -> None:
     assert ids[0] == "chatbot" and sorted(ids[1:-1]) == ["booking", "mood", "shop"]
     assert ids[-1] == "smollm2-135m" and models[-1].model_extra["kind"] == "base"  # what fine-tuning jobs start from
     assert client.models.retrieve("mood").id == "mood"
+    mood = client.models.retrieve("mood").model_extra
+    assert mood["parent"] == "smollm2-135m" and mood["root"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a child of its base, as vLLM lists LoRAs
+    base = client.models.retrieve("smollm2-135m")
+    assert base.model_extra["kind"] == "base" and base.model_extra["root"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "parent" not in base.model_extra
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
 
@@ -66,11 +71,15 @@ def test_chat_with_a_session_routes_and_remembers(client: openai.OpenAI, server:
     assert reply.object == "chat.completion" and reply.choices[0].message.content == "bike: Trek\nday: Friday"
     about = reply.model_extra["chatbot"]
     assert about["skill"] == "booking" and about["session_id"] == "web-alice" and about["entities"]["day"] == ["Friday"]
-    assert reply.usage.completion_tokens == 4  # the scripted backend's tokens are words: "bike: Trek\nday: Friday"
+    # usage counts what the model read and wrote (the scripted backend's tokens are words): the prompt with its separator, and
+    # " bike:['Trek']\nday:['Friday']", one word, not the reply shown
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (len(server[2].requests[-1].prompt.split()), 1)
+    assert reply.choices[0].finish_reason == "stop" and reply.system_fingerprint.startswith("fp_")
 
     fallback = client.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": "Who painted the Mona Lisa?"}],
                                               extra_headers={"X-Session-Id": "web-alice"})
     assert fallback.choices[0].message.content == "Sorry, I only know about bikes." and fallback.model_extra["chatbot"]["fallback"]
+    assert fallback.usage.total_tokens == 0  # no model read or wrote anything
     assert [t.user for t in server[1].session("web-alice").history] == ["Can I bring my Trek in on Friday?", "Who painted the Mona Lisa?"]
 
 

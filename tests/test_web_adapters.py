@@ -42,7 +42,9 @@ def test_routed_chat_answers_with_each_skills_adapter(served: tuple[openai.OpenA
     client, base = served
     opening = client.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": OPENING}])
     assert opening.choices[0].message.content == ADAPTER_ANSWERS["a"][0].strip() and opening.model_extra["chatbot"]["skill"] == "shop"
-    assert opening.usage.completion_tokens == tokens(base, opening.choices[0].message.content)
+    # the tokens the model read (the message and its separator) and wrote (the stop sequence too), as /v1/completions counts them
+    assert (opening.usage.prompt_tokens, opening.usage.completion_tokens) == (tokens(base, OPENING + "\n\n###\n\n"),
+                                                                              tokens(base, opening.choices[0].message.content + " END"))
     review = client.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": REVIEW}])
     assert review.choices[0].message.content == ADAPTER_ANSWERS["b"][1].strip() and review.model_extra["chatbot"]["skill"] == "mood"
 
@@ -59,3 +61,18 @@ def test_completions_name_a_skill_and_report_exact_usage(served: tuple[openai.Op
     short = client.completions.create(model="shop", prompt=ADAPTER_PROMPTS[0], max_tokens=2)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
     assert ADAPTER_ANSWERS["a"][0].startswith(short.choices[0].text) and short.choices[0].text
+
+
+def test_streams_end_with_the_true_finish_reason_and_usage(served: tuple[openai.OpenAI, str]) -> None:
+    client, base = served
+    chunks = list(client.completions.create(model="shop", prompt=ADAPTER_PROMPTS[0], max_tokens=2, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length" and chunks[-1].choices == []
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (tokens(base, ADAPTER_PROMPTS[0]), 2)
+    assert all(c.system_fingerprint and c.system_fingerprint == chunks[0].system_fingerprint for c in chunks)
+    chat = list(client.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": OPENING}], max_tokens=2, stream=True,
+                                               stream_options={"include_usage": True}))
+    assert [c.choices[0].finish_reason for c in chat if c.choices][-1] == "length"
+    assert chat[-1].usage.completion_tokens == 2 and chat[-1].usage.prompt_tokens == tokens(base, ADAPTER_PROMPTS[0])
+    whole = client.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": OPENING}], max_tokens=2)
+    assert whole.choices[0].finish_reason == "length" and whole.system_fingerprint == chat[0].system_fingerprint

@@ -18,8 +18,9 @@ examples are never trained on. Given such scores:
 The *margin* says when the router is unsure enough to ask the user to choose between its two best
 skills: when the best skill beats the second by less than the margin, or beats the threshold by
 less. On the same held-out scores, a message routed to a skill is a mistake when it belongs to
-another skill or to none; the margin is the one whose "ask" best catches the mistakes (the F1 of
-asking as a detector of them; ties go to the smaller margin), and zero when there are none.
+another skill or to none; the margin is the one that catches the most mistakes while its asks are
+right often enough: at least ``MIN_ASK_PRECISION`` of them about a message the router would get
+wrong (asking costs the user a turn, a wrong skill about two). Zero (never ask) when no margin is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 
 PERCENTILE = 2.0
 MAX_CANDIDATES = 4000
+MIN_ASK_PRECISION = 1 / 3  # asking costs the user a turn, a wrong skill about two: ask where a third of the asks are right
 
 
 class Calibration(BaseModel):
@@ -123,13 +125,12 @@ def calibrate_margin(result: Calibration, in_true: np.ndarray, in_scores: np.nda
         candidates = candidates[candidates > 0]
         if len(candidates) > MAX_CANDIDATES:
             candidates = candidates[np.linspace(0, len(candidates) - 1, MAX_CANDIDATES).astype(int)]
-        best = 0.0
+        most = 0
         for m in candidates:
             asked = unsure < m
-            caught = float(np.sum(asked & wrong))
-            f1 = 2 * caught / (float(np.sum(asked)) + float(np.sum(wrong)))
-            if f1 > best:
-                best, margin = f1, float(m)
+            caught = int(np.sum(asked & wrong))
+            if caught > most and caught >= MIN_ASK_PRECISION * int(np.sum(asked)):
+                most, margin = caught, float(m)
     asked = unsure < margin
     return result.model_copy(update={
         "margin": margin, "ask_rate": float(np.mean(asked)) if len(asked) else None,

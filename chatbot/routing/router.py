@@ -37,7 +37,7 @@ from chatbot.routing.encoder import Encoder, ProgressCallback
 from chatbot.routing.head import centroids, nearest_scores, scores
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 4
+STATE_VERSION = 6
 RUNNERS_UP = 3
 
 

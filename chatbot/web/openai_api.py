@@ -7,20 +7,22 @@ messages array as the history. A skill's name as the model calls that skill dire
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from chatbot import __version__
 from chatbot.answer import skill_request
-from chatbot.backends.base import Backend
+from chatbot.backends.base import Backend, Completion, CompletionStream
 from chatbot.bot import Bot, Reply, ReplyStream
+from chatbot.runtime.base_models import base_origin
 from chatbot.web.dependencies import AppState, BotDep, StateDep
 from chatbot.web.errors import APIError, guarded, responses
 from chatbot.web.schemas import (
@@ -66,17 +68,17 @@ def _event(chunk: BaseModel) -> str:
     return sse(chunk.model_dump_json(exclude_unset=True))
 
 
-def _count(bot: Bot, skill_name: str | None, text: str) -> int:
-    """Tokens of *text* for the skill's base model; words for the fallback reply, which no model wrote."""
-    skill = bot.registry.skills.get(skill_name or "")
-    if skill is None:
-        return len(text.split())
-    return bot.backend_for(skill).count_tokens(skill.base_model, text)
+def _usage(reply: Reply) -> Usage:
+    """Tokens of the prompt the skill's model read (separator and history included) and of its answer; 0 for the fallback."""
+    return Usage.of(reply.usage.prompt_tokens, reply.usage.completion_tokens)
 
 
-async def _usage(bot: Bot, executor: ThreadPoolExecutor, skill_name: str | None, prompt: str, completion: str) -> Usage:
-    return Usage.of(await in_thread(executor, lambda: _count(bot, skill_name, prompt)),
-                    await in_thread(executor, lambda: _count(bot, skill_name, completion)))
+def fingerprint(bot: Bot) -> str:
+    """``system_fingerprint``: changes when the package, the skills, their adapters or their settings change."""
+    registry = bot.registry
+    key = (__version__, [(s.model_dump(mode="json", exclude={"training"}), s.training.adapter_id if s.training else None)
+                         for s in registry.skills.values()], registry.router.model_dump(mode="json"))
+    return "fp_" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _about(reply: Reply) -> ChatbotInfo:
@@ -93,13 +95,15 @@ def _check_model(bot: Bot, model: str) -> None:
 def _models(bot: Bot, state: AppState) -> list[Model]:
     started = state.started
     models = [Model(id=BOT_MODEL, object="model", created=started, owned_by="chatbot")]
+    bases = list(dict.fromkeys([*state.base_models, *(s.base_model for s in bot.registry.skills.values() if s.backend == "local")]))
     for skill in bot.registry.skills.values():
         created = int(skill.training.trained_at.timestamp()) if skill.training else started
+        parent = skill.base_model if skill.backend == "local" else skill.model
         models.append(Model(id=skill.name, object="model", created=created, owned_by="chatbot", kind=skill.kind,
-                            description=skill.description))
-    # the base models fine-tuning jobs may start from, as OpenAI and vLLM list theirs
-    models += [Model(id=base, object="model", created=started, owned_by="chatbot", kind="base") for base in state.base_models
-               if base not in bot.registry.skills]
+                            description=skill.description, parent=parent, root=base_origin(skill.base_model) if skill.backend == "local" else None))
+    # the base models: those fine-tuning jobs may start from and those the skills are made on, as OpenAI and vLLM list theirs
+    models += [Model(id=base, object="model", created=started, owned_by="chatbot", kind="base", root=base_origin(base)) for base in bases
+               if base not in bot.registry.skills and base != BOT_MODEL]
     return models
 
 
@@ -148,37 +152,36 @@ async def chat_completions(body: ChatCompletionRequest, bot: BotDep, state: Stat
     if body.stream:
         chunks = _chat_chunks(ident, created, body, first, tokens, stream, bot, state)
         return StreamingResponse(guarded(chunks, _error_event), media_type="text/event-stream", headers=headers)
-    pieces = [first or ""] + [piece async for piece in tokens]
+    async for _ in tokens:
+        pass
     reply = stream.reply
     assert reply is not None
     response.headers.update(headers)
-    return ChatCompletion(id=ident, object="chat.completion", created=created, model=body.model,
-                          choices=[ChatChoice(index=0, message=AssistantMessage(role="assistant", content=reply.text), finish_reason="stop",
-                                              logprobs=None)],
-                          usage=await _usage(bot, state.executor, reply.skill, text, "".join(pieces)), chatbot=_about(reply))
+    return ChatCompletion(id=ident, object="chat.completion", created=created, model=body.model, system_fingerprint=fingerprint(bot),
+                          choices=[ChatChoice(index=0, message=AssistantMessage(role="assistant", content=reply.text),
+                                              finish_reason=reply.finish_reason, logprobs=None)],
+                          usage=_usage(reply), chatbot=_about(reply))
 
 
 async def _chat_chunks(ident: str, created: int, body: ChatCompletionRequest, first: str | None, tokens: AsyncIterator[str],
                        stream: ReplyStream, bot: Bot, state: AppState) -> AsyncIterator[str]:
     def chunk(choices: list[ChunkChoice], **extra: Any) -> str:
         return _event(ChatCompletionChunk(id=ident, object="chat.completion.chunk", created=created, model=body.model, choices=choices,
-                                          **extra))
+                                          system_fingerprint=system_fingerprint, **extra))
 
     def choice(delta: ChunkDelta, finish: str | None = None) -> list[ChunkChoice]:
         return [ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)]
 
+    system_fingerprint = fingerprint(bot)
     yield chunk(choice(ChunkDelta(role="assistant", content="")))
-    pieces = []
     if first:
-        pieces.append(first)
         yield chunk(choice(ChunkDelta(content=first)))
     async for piece in tokens:
-        pieces.append(piece)
         yield chunk(choice(ChunkDelta(content=piece)))
     assert stream.reply is not None
-    yield chunk(choice(ChunkDelta(), "stop"), chatbot=_about(stream.reply))
+    yield chunk(choice(ChunkDelta(), stream.reply.finish_reason), chatbot=_about(stream.reply))
     if body.stream_options and body.stream_options.include_usage:
-        yield chunk([], usage=await _usage(bot, state.executor, stream.skill, body.messages[-1].text(), "".join(pieces)))
+        yield chunk([], usage=_usage(stream.reply))
     yield sse("[DONE]")
 
 
@@ -207,7 +210,7 @@ async def completions(body: CompletionRequest, bot: BotDep, state: StateDep, res
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     headers = {SKILL_HEADER: skill.name}
     if body.stream:
-        return StreamingResponse(guarded(_completion_chunks(ident, created, body, backend, requests, state), _error_event),
+        return StreamingResponse(guarded(_completion_chunks(ident, created, body, backend, requests, state, fingerprint(bot)), _error_event),
                                  media_type="text/event-stream",
                                  headers=headers)
     choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -218,20 +221,33 @@ async def completions(body: CompletionRequest, bot: BotDep, state: StateDep, res
         prompt_tokens += done.prompt_tokens
         completion_tokens += done.completion_tokens
     response.headers.update(headers)
-    return TextCompletion(id=ident, object="text_completion", created=created, model=body.model, choices=choices,
-                          usage=Usage.of(prompt_tokens, completion_tokens))
+    return TextCompletion(id=ident, object="text_completion", created=created, model=body.model, system_fingerprint=fingerprint(bot),
+                          choices=choices, usage=Usage.of(prompt_tokens, completion_tokens))
 
 
 async def _completion_chunks(ident: str, created: int, body: CompletionRequest, backend: Backend, requests: list,
-                             state: AppState) -> AsyncIterator[str]:
-    def chunk(index: int, text: str, finish: str | None = None) -> str:
+                             state: AppState, system_fingerprint: str) -> AsyncIterator[str]:
+    def chunk(choices: list[TextChoice], **extra: Any) -> str:
         return _event(TextCompletionChunk(id=ident, object="text_completion", created=created, model=body.model,
-                                          choices=[TextChoice(index=index, text=text, logprobs=None, finish_reason=finish)]))
+                                          system_fingerprint=system_fingerprint, choices=choices, **extra))
 
+    def choice(index: int, text: str, finish: str | None = None) -> list[TextChoice]:
+        return [TextChoice(index=index, text=text, logprobs=None, finish_reason=finish)]
+
+    prompt_tokens = completion_tokens = 0
     for index, prompt, req in requests:
         if body.echo:
-            yield chunk(index, prompt)
-        async for piece in iterate_in_thread(state.executor, lambda req=req: backend.stream(req)):
-            yield chunk(index, piece)
-        yield chunk(index, "", "stop")
+            yield chunk(choice(index, prompt))
+        done: list[Completion] = []
+        async for piece in iterate_in_thread(state.executor, lambda req=req: _keeping(backend.stream(req), done)):
+            yield chunk(choice(index, piece))
+        yield chunk(choice(index, "", done[0].finish_reason))
+        prompt_tokens, completion_tokens = prompt_tokens + done[0].prompt_tokens, completion_tokens + done[0].completion_tokens
+    if body.stream_options and body.stream_options.include_usage:
+        yield chunk([], usage=Usage.of(prompt_tokens, completion_tokens))
     yield sse("[DONE]")
+
+
+def _keeping(stream: CompletionStream, done: list[Completion]) -> Iterator[str]:
+    """The pieces of a backend's stream; its Completion put in *done* at the end."""
+    done.append((yield from stream))

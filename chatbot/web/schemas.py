@@ -126,6 +126,8 @@ class Model(BaseModel):
     owned_by: str
     kind: str | None = Field(default=None, description="a skill's kind, or `base` for a base model fine-tuning jobs start from (absent for model `chatbot`)")
     description: str | None = Field(default=None, description="what the skill does (absent for model `chatbot`)")
+    parent: str | None = Field(default=None, description="a skill's base model (listed too), as vLLM names a LoRA model's base")
+    root: str | None = Field(default=None, description="where the base model comes from: its Hugging Face id, or a local folder")
 
 
 class ModelList(BaseModel):
@@ -174,6 +176,7 @@ class ChatCompletion(BaseModel):
     object: Literal["chat.completion"]
     created: int
     model: str
+    system_fingerprint: str = Field(description="changes when the models or settings behind the answers change")
     choices: list[ChatChoice]
     usage: Usage
     chatbot: ChatbotInfo
@@ -198,6 +201,7 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"]
     created: int
     model: str
+    system_fingerprint: str
     choices: list[ChunkChoice]
     usage: Usage | None = Field(default=None, description="in the last chunk, with `stream_options.include_usage`")
     chatbot: ChatbotInfo | None = Field(default=None, description="in the chunk with the finish reason")
@@ -217,7 +221,9 @@ class TextCompletionChunk(BaseModel):
     object: Literal["text_completion"]
     created: int
     model: str
+    system_fingerprint: str
     choices: list[TextChoice]
+    usage: Usage | None = Field(default=None, description="in the last chunk, with `stream_options.include_usage`")
 
 
 class TextCompletion(TextCompletionChunk):
