@@ -90,7 +90,7 @@ def test_a_missing_extra_is_one_line_naming_it() -> None:
     command.command()(needs)
     result = CliRunner().invoke(command, ["fastapi"])
     assert result.exit_code == 1
-    assert result.stderr == "error: fastapi is not installed: `chatbot serve` need the [server] extra (pip install 'chatbot[server]')\n"
+    assert result.stderr == "error: fastapi is not installed: it comes with the [server] extra, for `chatbot serve` (pip install 'chatbot[server]')\n"
     assert "pip install 'chatbot[local]'" in CliRunner().invoke(command, ["torch.nn"]).stderr
     with pytest.raises(ModuleNotFoundError):  # not an extra's: a real bug, not hidden
         CliRunner().invoke(command, ["nonexistent_thing"], catch_exceptions=False)

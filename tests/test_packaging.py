@@ -150,7 +150,7 @@ def test_a_hosted_only_bot_runs_on_the_base_install(tmp_path: Path) -> None:
     # what needs an extra says which, in one line, with exit status 1
     assert out["check_tokens"][0] == 1 and "--base smollm2-135m: cannot load its tokenizer" in out["check_tokens"][2] and "--approximate" in out["check_tokens"][2]
     assert out["routed"][0] == 1 and "routing between skills runs this encoder with torch (pip install 'chatbot[local]')" in out["routed"][2]
-    assert out["serve"][0] == 1 and "is not installed: `chatbot serve` need the [server] extra (pip install 'chatbot[server]')" in out["serve"][2]
+    assert out["serve"][0] == 1 and "is not installed: it comes with the [server] extra, for `chatbot serve` (pip install 'chatbot[server]')" in out["serve"][2]
     assert out["postgres"][0] == 1 and "pip install 'chatbot[postgres]'" in out["postgres"][2]
     # the Python API: a bot whose one skill is hosted, answering as its fallback skill
     assert out["bot"] == [REPLY, "helper", True, " " + REPLY, 2]

@@ -148,7 +148,7 @@ def _missing_extra(exc: ModuleNotFoundError) -> str | None:
     extra = EXTRAS.get(root)
     if extra is None:
         return None
-    return f"{root} is not installed: {EXTRA_USE[extra]} need the [{extra}] extra (pip install 'chatbot[{extra}]')"
+    return f"{root} is not installed: it comes with the [{extra}] extra, for {EXTRA_USE[extra]} (pip install 'chatbot[{extra}]')"
 
 
 PROGRESS_MIN = 256  # steps of fewer items (texts to embed, training steps) pass too fast for a bar
