@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The demo bot: a bike shop with five skills (every kind) and a fallback. Trains what is missing, then opens the chat.
 # Run from the repository root: `make demo` (or `bash scripts/demo.sh` once installed).
+# `--train-only`: train what is missing, then stop (no evaluation, no chat; benchmarks/load.py uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TRAIN_ONLY=0
+if [ "${1:-}" = "--train-only" ]; then TRAIN_ONLY=1; fi
 chatbot() { .venv/bin/chatbot "$@"; }
 DATA=training_data
 
@@ -31,6 +34,7 @@ train_missing small-talk --kind qa --data $DATA/small_talk_train.jsonl --valid $
   --description "greets, says what the bot can do, says goodbye"
 train_missing booking-extract --kind extract --data $DATA/booking_extract_train.jsonl --valid $DATA/booking_extract_valid.jsonl \
   --description "extracts the bike, the service and the day from a booking request"
+if [ $TRAIN_ONLY = 1 ]; then exit 0; fi
 
 for skill in shop-faq review-sentiment product-writer booking-extract small-talk; do  # held-out scores, stored in models.yaml
   chatbot eval "$skill" --data "$DATA/${skill//-/_}_valid.jsonl"
