@@ -99,3 +99,25 @@ def routing(name: str, state: Annotated[str, typer.Argument(help="on: the router
     with registry_io.editing(registry, missing_ok=False) as reg:
         reg.get(name).routing = state == "on"
     console.print(f"routing {state} for {name} in {reg.path}")
+
+
+@app.command("checkpoint")
+@handle_errors
+def checkpoint(
+    name: Annotated[str, typer.Argument(help="the trained skill")],
+    epoch: Annotated[int, typer.Argument(help="a kept epoch (see `chatbot registry show NAME`)")],
+    new_name: Annotated[str, typer.Option("--as", help="the name of the new skill")],
+    force: Annotated[bool, typer.Option("--force", help="replace a skill of that name")] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """Register a kept checkpoint (an epoch of a training) as a skill of its own.
+
+    Training with --valid keeps the adapters of the best and the last epochs; this makes one of them a
+    skill, with the settings of NAME, answering by name (turn its routing on to let the router use it).
+
+    Example: chatbot registry checkpoint product-writer 10 --as product-writer-e10
+    """
+    from chatbot.training.skill import register_checkpoint
+
+    skill = register_checkpoint(name, epoch, new_name, registry, force=force)
+    console.print(f"registered {skill.name}: epoch {epoch} of {name} ({skill.adapter})")

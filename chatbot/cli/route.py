@@ -80,6 +80,10 @@ def message(
                   + ("in scope" if route.in_scope else "best score below it: out of scope"), highlight=False)
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def _report_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"routing: trained on {report['train']}, tested on {report['test']}")
     table.add_column("metric")
@@ -87,6 +91,10 @@ def _report_table(report: dict[str, Any]) -> Table:
     rows = [
         ("in-scope accuracy ★", report["in_scope_accuracy"]), ("out-of-scope recall", report["oos_recall"]),
         ("out-of-scope precision", report["oos_precision"]), ("macro-F1 (skills + oos)", report["macro_f1"]),
+        ("asks the user to choose (in a session)", report["ask_rate"]), ("asking was right (the best was wrong)", report["ask_right"]),
+        ("asking offered the right skill", report["ask_offers_right"]),
+        ("margin for asking", f"{report['calibration']['margin']:.4f} (held out: asks {_share(report['calibration']['ask_rate'])}, "
+                              f"right {_share(report['calibration']['ask_right'])})"),
         ("latency p50 / p95 (ms)", f"{report['latency_ms_p50']:.1f} / {report['latency_ms_p95']:.1f}"),
         ("threshold", f"{report['threshold']:.4f} ({report['calibration']['method']}, {report['calibration']['held_out']})"),
         ("encoder", "fine-tuned on the examples" if report["finetuned"] else "as shipped"),

@@ -15,7 +15,8 @@ from chatbot.runtime.base_models import DEFAULT_BASE
 from chatbot.training.hyperparams import Hyperparameters
 
 _OPTION = {"n_epochs": "--epochs", "batch_size": "--batch-size", "learning_rate_multiplier": "--learning-rate-multiplier",
-           "prompt_loss_weight": "--prompt-loss-weight", "seed": "--seed"}
+           "prompt_loss_weight": "--prompt-loss-weight", "seed": "--seed", "select": "--select",
+           "early_stopping_patience": "--early-stopping-patience"}
 
 
 def hyperparameters(**values: object) -> Hyperparameters:
@@ -40,6 +41,10 @@ def train(
     learning_rate_multiplier: Annotated[float | None, typer.Option("--learning-rate-multiplier", help="scales the reference learning rate")] = None,
     prompt_loss_weight: Annotated[float | None, typer.Option("--prompt-loss-weight", help="loss weight of prompt tokens (default 0.01)")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="random seed")] = None,
+    select: Annotated[str | None, typer.Option("--select", help="with --valid, the epoch registered: best-loss (default), best-metric "
+                                               "(the skill's metric on --valid), last")] = None,
+    early_stopping_patience: Annotated[int | None, typer.Option("--early-stopping-patience", help="with --valid, stop after N epochs "
+                                                                "without improvement (default 3; 0: never)")] = None,
     description: Annotated[str, typer.Option("--description", help="what the skill does, for people and the router")] = "",
     force: Annotated[bool, typer.Option("--force", help="retrain and replace a skill of the same name")] = False,
     registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
@@ -64,7 +69,9 @@ def train(
     need_file(data, "--data")
     need_file(valid, "--valid")
     hp = hyperparameters(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
-                         prompt_loss_weight=prompt_loss_weight, seed=seed)
+                         prompt_loss_weight=prompt_loss_weight, seed=seed, select=select, early_stopping_patience=early_stopping_patience)
+    if hosted and (select is not None or early_stopping_patience is not None):
+        raise UsageError("--select and --early-stopping-patience are for local training", hint="drop them with --hosted")
     if hosted:
         from chatbot.cli.jobs import follow_and_register
         from chatbot.runtime.openai_client import make_client
@@ -99,4 +106,9 @@ def train(
     assert record is not None
     hp_shown = ", ".join(f"{k}={record.hyperparameters[k]}" for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"))
     console.print(f"[green]trained[/] {name} ({kind}) in {record.duration_s:.0f}s with {hp_shown}")
+    if record.best_epoch is not None:
+        stopped = f", stopped early after epoch {record.epochs[-1].epoch}" if record.stopped_early else ""
+        kept = ", ".join(str(e.epoch) for e in record.epochs if e.checkpoint)
+        console.print(f"registered epoch {record.selected_epoch} ({record.hyperparameters['select']}; best {record.best_epoch}{stopped}); "
+                      f"checkpoints of epochs {kept} in {skill.adapter}/checkpoints")
     console.print(f"adapter: {skill.adapter}; try: chatbot ask {name} \"...\"  ·  chatbot eval {name} --data FILE")
