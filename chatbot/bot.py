@@ -11,6 +11,8 @@ turn is committed to the store before the reply is returned or the stream ends.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class Router(Protocol):
     def route(self, text: str) -> Route: ...
 
 
+log = logging.getLogger(__name__)
 SLOT_FROM_TEXT_WORDS = 5  # an answer to a skill's question this short is the value itself when the skill finds none
 
 
@@ -142,6 +145,7 @@ class Bot:
         self.store = store
         self.backends = backends or BackendPool()
         self.data_dir = data_dir or (registry.path.parent if registry.path else Path.cwd()) / DATA_DIR
+        self.listeners: list[Callable[[Reply], None]] = []
 
     @classmethod
     def from_registry(
@@ -232,13 +236,27 @@ class Bot:
                                             fallback=answer.fallback, label=answer.label, entities=answer.entities,
                                             timings=answer.timings, asked=answer.asked, awaiting=answer.awaiting)
         answer.timings.total_ms = _ms(time.perf_counter() - started)
-        return answer.reply(session_id=session_id, turn=turn.index, entities=known)
+        return self._told(answer.reply(session_id=session_id, turn=turn.index, entities=known))
 
     def _once(self, text: str, history: Sequence[tuple[str, str]], skill: str | None, overrides: dict[str, Any],
               on_route: OnRoute = None) -> Generator[str, None, Reply]:
         text = _clean(text)
         answer = yield from self._respond(text, lambda n: list(history)[-n:], skill, overrides, on_route)
-        return answer.reply(session_id=None, turn=None, entities=answer.entities)
+        return self._told(answer.reply(session_id=None, turn=None, entities=answer.entities))
+
+    def on_reply(self, listener: Callable[[Reply], None]) -> None:
+        """Call *listener* with every reply, once it is stored (a server's metrics count them so)."""
+        self.listeners.append(listener)
+
+    def _told(self, reply: Reply) -> Reply:
+        """One log line per turn (the session hashed, never the text), then the listeners."""
+        session = hashlib.sha256(reply.session_id.encode()).hexdigest()[:16] if reply.session_id else None
+        log.info("turn", extra={"fields": {"session": session, "turn": reply.turn, "skill": reply.skill, "score": reply.score,
+                                           "fallback": reply.fallback, "asked": reply.asked or None, "finish_reason": reply.finish_reason,
+                                           **reply.usage.model_dump(), **reply.latency.model_dump()}})
+        for listener in self.listeners:
+            listener(reply)
+        return reply
 
     def _respond(self, text: str, history: Callable[[int], list[tuple[str, str]]], forced: str | None,
                  overrides: dict[str, Any], on_route: OnRoute, may_ask: bool = False, slots: dict[str, list[str]] | None = None,
@@ -249,7 +267,7 @@ class Bot:
         A skill's reply template and questions (``reply``, ``ask_for``) read the session's *slots*; *filling* is the
         entity type the skill asked for last turn, taken from the message itself when the skill finds none in it.
         """
-        started = time.perf_counter()
+        started, queued_ms = time.perf_counter(), 0.0
         if forced is not None:
             route = Route(skill=self.registry.get(forced).name, score=1.0, threshold=0.0, runners_up=[], in_scope=True)
         else:
@@ -273,7 +291,7 @@ class Bot:
             pieces: list[str] = []
             completion = yield from relay(self.backend_for(skill).stream(request), pieces, show=skill.skill_kind.streams)
             if completion is not None:
-                answer.finish_reason = completion.finish_reason
+                answer.finish_reason, queued_ms = completion.finish_reason, completion.queued_ms
                 answer.usage = Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
             parsed = skill.skill_kind.parse("".join(pieces), request.stop, text if skill.ground_entities else None)
             answer.text, answer.label, answer.entities = parsed.text, parsed.label, parsed.entities
@@ -282,7 +300,7 @@ class Bot:
             if not skill.skill_kind.streams:  # a label or entities: shown once parsed, not in the raw format
                 yield answer.text
         done = time.perf_counter()
-        answer.timings = Timings(route_ms=_ms(routed - started), generate_ms=_ms(done - routed), total_ms=_ms(done - started))
+        answer.timings = Timings(route_ms=_ms(routed - started), queue_ms=queued_ms, generate_ms=_ms(done - routed), total_ms=_ms(done - started))
         return answer
 
     @staticmethod

@@ -31,7 +31,7 @@ class Failing(ScriptedBackend):
             if "crash" in request.prompt:
                 raise RuntimeError("secret internals: /srv/models/x.bin")
             raise ServerFault("skill 'shop': cannot reach http://10.0.0.7:8080/v1")
-        yield from super().stream(request)
+        return (yield from super().stream(request))
 
 
 @pytest.fixture(scope="module")

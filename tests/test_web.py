@@ -30,7 +30,7 @@ class GatedBackend(ScriptedBackend):
         if "open" in request.prompt:
             self.entered.set()
             self.gate.wait(timeout=scaled(30))
-        yield from super().stream(request)
+        return (yield from super().stream(request))
 
 
 @pytest.fixture(scope="module")

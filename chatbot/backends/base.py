@@ -38,6 +38,7 @@ class Completion(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     logprobs: TokenLogprobs | None = None
+    queued_ms: float = Field(default=0.0, description="time the request waited for the model, busy with others")
 
 
 # pieces of text, then (as the generator's return value) the whole Completion with its finish reason and token counts

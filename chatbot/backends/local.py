@@ -11,6 +11,7 @@ adapter is state of the shared model.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,9 @@ class LocalBackend:
 
         import torch
 
+        asked = time.perf_counter()
         with self._lock:
+            stats["queued_ms"] = round((time.perf_counter() - asked) * 1000, 2)
             model, tokenizer, adapter = self._model(request.base_model, request.adapter)
             if adapter is not None:
                 model.set_adapter(adapter)

@@ -69,6 +69,9 @@ class JsonLines(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        fields = getattr(record, "fields", None)  # structured values a record carries: log.info("turn", extra={"fields": {...}})
+        if isinstance(fields, dict):
+            entry |= {key: value for key, value in fields.items() if key not in entry}
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated
 
@@ -25,11 +26,12 @@ def serve(
     route_new_models: Annotated[bool, typer.Option("--route-new-models", help="a fine-tuning job's model joins the router at once (default: only asked by name)")] = False,
     base_model: Annotated[list[str] | None, typer.Option("--base-model", help="a base model jobs may fine-tune besides the bundled one: a local folder or hub id (repeat)")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level: warning, info, debug")] = "warning",
+    access_log: Annotated[bool, typer.Option("--access-log", help="a line per request on stdout (uvicorn's access log)")] = False,
 ) -> None:
     """Serve the bot over HTTP: /v1 (OpenAI-compatible), /sessions (REST), / (chat page), /docs.
 
     The skills' models load in the background after start-up: /healthz answers at once, /readyz once
-    they are loaded. With API keys, every other route needs `Authorization: Bearer KEY`. Only the
+    they are loaded; /metrics has Prometheus metrics. With API keys, every other route needs `Authorization: Bearer KEY`. Only the
     loopback names are answered unless --allowed-host names more; on an address other than loopback
     the server does not start without a key.
 
@@ -57,4 +59,7 @@ def serve(
     err_console.print(f"serving {len(bot.registry.skills)} skills on http://{host}:{port}  (chat page /, API docs /docs, OpenAI base URL /v1); "
                       f"{guarded}; answering Host {', '.join(hosts)}", highlight=False)
     app = create_app(bot, fine_tuning=fine_tuning, access=access, route_new_models=route_new_models, base_models=base_model or [])
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log)
+    if access_log:  # shown whatever --log-level says: asked for (the config has just set the level)
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    uvicorn.Server(config).run()

@@ -11,6 +11,7 @@ class Timings(BaseModel):
     """Milliseconds spent on one turn."""
 
     route_ms: float = 0.0
+    queue_ms: float = Field(default=0.0, description="waiting for the model, busy with other requests (part of generate_ms)")
     generate_ms: float = 0.0
     total_ms: float = 0.0
 

@@ -213,6 +213,11 @@ class JobStore:
             row = db.scalars(select(_Job).where(_Job.status.in_(("validating_files", "queued"))).order_by(_Job.created_at, _Job.id)).first()
             return dict(row.body) if row else None
 
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        with self._session() as db:
+            return {status: int(n) for status, n in db.execute(select(_Job.status, func.count()).group_by(_Job.status))}
+
     def running(self) -> list[dict[str, Any]]:
         with self._session() as db:
             return [dict(r.body) for r in db.scalars(select(_Job).where(_Job.status == "running"))]

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from chatbot.bot import Bot
@@ -28,6 +28,7 @@ from chatbot.web import errors, openai_api, sessions_api
 from chatbot.web.access import Access, AccessMiddleware
 from chatbot.web.dependencies import AppState, BotDep, StateDep
 from chatbot.web.limits import BodyLimitMiddleware
+from chatbot.web.metrics import Metrics, MetricsMiddleware
 
 service_endpoints = APIRouter()
 
@@ -56,6 +57,15 @@ async def readyz(bot: BotDep, state: StateDep) -> Any:
         return Readiness(status="ready", skills=list(bot.registry.skills))
     body = Readiness(status="failed" if state.failure else "loading", error=state.failure)
     return JSONResponse(body.model_dump(exclude={"skills"}), status_code=503)
+
+
+@service_endpoints.get("/metrics", tags=["health"], response_class=PlainTextResponse,
+                       responses={200: {"content": {"text/plain": {}}, "description": "Prometheus' text format"}})
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics: requests, latency, turns by skill and outcome, time waiting for the model, tokens, job states."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return PlainTextResponse(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @service_endpoints.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -114,9 +124,12 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     access = access or Access()
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessMiddleware, access=access)  # outside the body limit: a stranger's body is refused unread
-    if access.cors_origins:  # added last, so outermost: it answers a browser's preflight before the key is asked for
+    if access.cors_origins:  # outside the key check: it answers a browser's preflight before the key is asked for
         app.add_middleware(CORSMiddleware, allow_origins=access.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Accept", "X-Session-Id"], expose_headers=[openai_api.SKILL_HEADER])
+    app.state.metrics = Metrics(job_counts=worker.store.counts if worker is not None else None)
+    bot.on_reply(app.state.metrics.turn)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: refused requests are counted too
     # every route may be refused by the middlewares or fail, and says so in the schema; the open ones ask for no key
     app.include_router(service_endpoints, responses=errors.responses(400, 413, 500))
     app.include_router(openai_api.endpoints, responses=errors.EVERY_ROUTE)
