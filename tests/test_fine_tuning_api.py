@@ -83,6 +83,11 @@ def test_a_job_trains_a_model_that_answers_at_once(server: tuple[openai.OpenAI, 
     assert "Fine-tuning job started" in messages and any(m.startswith("Epoch 3 done") for m in messages)
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     assert checkpoints[0].fine_tuned_model_checkpoint == done.fine_tuned_model and checkpoints[0].step_number == 12
+    skill_record = server[1].registry.get(done.fine_tuned_model).training
+    assert done.trained_tokens == skill_record.trained_tokens > 0  # the examples' tokens times the epochs run
+    kept = {e.step: e for e in skill_record.epochs if e.checkpoint}  # the best and the last three epochs, as OpenAI keeps them
+    assert {c.step_number for c in checkpoints} == set(kept) | {12}
+    assert all(c.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-{c.step_number}" for c in checkpoints[1:])
     assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
 
     assert done.fine_tuned_model in [m.id for m in client.models.list()]  # served without a restart
