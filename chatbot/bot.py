@@ -224,10 +224,10 @@ class Bot:
             history = lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n)]  # noqa: E731
             last = self.store.history(session_id, last=1)
             slots = self.store.entities(session_id)
-            pick = chosen(text, last[0].asked, self.registry, self.router) if last and last[0].asked else None
             if last and last[0].awaiting and last[0].skill in self.registry.skills:  # the skill asked for a slot: this message fills it
                 answer = yield from self._respond(text, history, last[0].skill, overrides, on_route, slots=slots, filling=last[0].awaiting)
-            elif pick is not None:  # the user chose the skill for the message the bot asked about: answer that one, as if never asked
+            elif last and last[0].asked and (pick := chosen(text, last[0].asked, self.registry, self.router)) is not None:
+                # the user chose the skill for the message the bot asked about: that message is answered, as if never asked
                 before = lambda n: [(t.user, t.reply) for t in self.store.history(session_id, last=n + 1)[:-1]]  # noqa: E731
                 answer = yield from self._respond(last[0].user, before, pick, overrides, on_route, slots=slots)
             else:
