@@ -17,7 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import results  # noqa: E402
 
-SCRIPTS = ["job_ner", "clinc150", "demo_router"]
+SCRIPTS = ["job_ner", "clinc150", "demo_router", "load"]
 
 
 def script(name: str) -> Any:
@@ -87,3 +87,23 @@ def test_demo_router_run_on_a_small_bot(tmp_path: Path):
     found = _published(tmp_path / "out", "demo_router")
     assert set(found["reports"]) == {"never", "always"}
     assert [found["reports"][h]["finetuned"] for h in ("never", "always")] == [False, True]
+
+
+def test_load_quick_run_on_the_tiny_model(tiny_adapters: tuple[str, str, str], tmp_path: Path):
+    base, a, b = tiny_adapters
+    common = {"base_model": base, "separator": "\n\n###\n\n", "stop": [" END"], "generation": {"max_tokens": 8}}
+    registry = tmp_path / "bot" / "models.yaml"
+    registry.parent.mkdir()
+    registry.write_text(yaml.safe_dump({"version": 1, "router": {"out_of_scope": REGISTRY["router"]["out_of_scope"]}, "skills": {
+        name: common | {"kind": skill["kind"], "adapter": adapter, "routing_examples": skill["routing_examples"]}
+        for (name, skill), adapter in zip(list(REGISTRY["skills"].items())[:2], (a, b))}}))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"{text}\n\n###\n\n", "completion": " We open at 9am END"}) + "\n"
+                            for text in REGISTRY["skills"]["shop"]["routing_examples"]))
+    script("load").main(["--registry", str(registry), "--clients", "3", "--seconds", "3", "--job-base", base, "--job-data", str(rows),
+                         "--out", str(tmp_path / "out")])
+    found = _published(tmp_path / "out", "load")
+    assert found["lost_turns"] == 0 and found["all"]["errors"] == 0, found
+    assert all(found["kinds"][kind]["answered"] >= 1 for kind in ("chat", "stream", "session")) and found["turns_checked"] >= 1
+    assert found["job"]["status"] == "succeeded" and found["healthz"]["probes"] >= 2 and found["healthz"]["failed"] == 0
+    assert not (registry.parent / ".chatbot").exists() and "ft-" not in registry.read_text()  # the server ran on a copy
