@@ -28,7 +28,7 @@ from chatbot.skills.replies import placeholders
 from chatbot.skills import DEFAULT_SEPARATOR, DEFAULT_STOP, KIND_NAMES, KINDS, SkillKind
 
 SkillKindName = Literal[KIND_NAMES]  # type: ignore[valid-type]  # the names of chatbot.skills.KINDS
-HAND_SET = ("routing_examples", "history_turns", "ground_entities", "description", "routing")  # what retraining keeps
+HAND_SET = ("routing_examples", "history_turns", "ground_entities", "description", "routing", "reply", "ask_for", "ask_as")  # what retraining keeps
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -12,7 +12,8 @@ from chatbot import registry as registry_io
 from chatbot.registry import HAND_SET, Skill
 
 HAND = {"routing_examples": ["book my bike in", "a brake service on friday"], "history_turns": 3, "ground_entities": False,
-        "description": "my own words", "routing": False}
+        "description": "my own words", "routing": False, "reply": "Booked: your {bike} on {day}.",
+        "ask_for": {"day": "Which day?"}, "ask_as": "book a repair"}
 
 
 def _registry_with_hand_set_skill(folder: Path, **fields: object) -> Path:
