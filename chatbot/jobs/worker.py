@@ -61,6 +61,7 @@ class JobWorker:
         self._cancel: set[str] = set()
         self._lock = threading.Lock()  # a cancel and a job's last steps (serving its model) never overlap
         self._finishing: str | None = None
+        self._counters: dict[str, tuple[Callable[[str], int], int]] = {}
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -69,9 +70,12 @@ class JobWorker:
         self._thread = threading.Thread(target=self._loop, name="fine-tuning-worker", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the current training step (a job cut short is failed at the next start) and wait for the worker."""
         self._stop.set()
         self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def wake(self) -> None:
         self._wake.set()
@@ -125,7 +129,9 @@ class JobWorker:
                 self._fail(job["id"], "invalid_file", f"{job[field]}: the file is gone (deleted?)", param=field)
                 return
         try:
-            count, context = token_counter(job["model"])
+            if job["model"] not in self._counters:  # loading a tokenizer holds the GIL a few hundred ms: once per base
+                self._counters[job["model"]] = token_counter(job["model"])
+            count, context = self._counters[job["model"]]
             check_or_fail(data, valid, count, context, job["metadata"].get("kind"))
         except ChatbotError as exc:
             message = str(exc).replace(str(data), job["training_file"])

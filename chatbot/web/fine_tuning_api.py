@@ -99,7 +99,9 @@ def retrieve_file(file_id: str, store: JobsDep) -> dict[str, Any]:
     return _file(store, file_id)
 
 
-@endpoints.get("/files/{file_id}/content")
+@endpoints.get("/files/{file_id}/content", response_class=FileResponse,
+               responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                                "description": "the file's bytes"}})
 def file_content(file_id: str, store: JobsDep) -> FileResponse:
     found = _file(store, file_id)
     return FileResponse(store.file_path(file_id), media_type="application/octet-stream", filename=found["filename"])
