@@ -172,3 +172,18 @@ def test_a_kept_checkpoint_can_be_registered_as_a_skill(tiny_base: str, tmp_path
 
     answer = LocalBackend().complete(GenerationRequest(prompt=PAIRS[0][0], base_model=tiny_base, adapter=str(folder), max_tokens=4, stop=[]))
     assert answer.completion_tokens > 0
+
+
+def test_counting_and_training_load_a_bases_tokenizer_once(tiny_base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from chatbot.runtime import base_models
+    from chatbot.training.skill import train_skill
+
+    loads: list[str] = []
+    real = base_models.load_tokenizer
+    monkeypatch.setattr(base_models, "load_tokenizer", lambda name: loads.append(name) or real(name))
+    monkeypatch.setattr(base_models, "_TRAINING_TOKENIZERS", {})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS))
+    for name in ("one", "two"):  # two jobs of a server on the same base
+        train_skill(name, "qa", data, base=tiny_base, registry_path=tmp_path / "models.yaml", hyperparameters=Hyperparameters(n_epochs=1))
+    assert loads == [tiny_base]  # each load holds the GIL a few hundred ms in a server: once per base

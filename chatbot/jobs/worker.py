@@ -61,12 +61,17 @@ class JobWorker:
         self._cancel: set[str] = set()
         self._lock = threading.Lock()  # a cancel and a job's last steps (serving its model) never overlap
         self._finishing: str | None = None
-        self._counters: dict[str, tuple[Callable[[str], int], int]] = {}
+        self._preload: tuple[str, ...] = ()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, preload: tuple[str, ...] = ()) -> None:
+        """Recover the jobs a stopped server was running, and run the queue; *preload*: bases whose tokenizer is loaded first.
+
+        Loading a tokenizer holds the GIL a few hundred milliseconds; done at start, a job's start later costs the server nothing.
+        """
         for job in self.store.running():  # the server died while it ran
             self._recover(job)
+        self._preload = preload
         self._thread = threading.Thread(target=self._loop, name="fine-tuning-worker", daemon=True)
         self._thread.start()
 
@@ -99,6 +104,13 @@ class JobWorker:
         return job_id == self._finishing
 
     def _loop(self) -> None:
+        from chatbot.runtime.base_models import on_disk, training_tokenizer
+
+        for base in (b for b in self._preload if on_disk(b)):  # never a download or a conversion before any job asks
+            try:
+                training_tokenizer(base)
+            except ChatbotError as exc:  # a job on it will say so
+                log.warning("cannot load the tokenizer of %s: %s", base, exc)
         while not self._stop.is_set():
             job = self.store.next_queued()
             if job is None:
@@ -129,9 +141,7 @@ class JobWorker:
                 self._fail(job["id"], "invalid_file", f"{job[field]}: the file is gone (deleted?)", param=field)
                 return
         try:
-            if job["model"] not in self._counters:  # loading a tokenizer holds the GIL a few hundred ms: once per base
-                self._counters[job["model"]] = token_counter(job["model"])
-            count, context = self._counters[job["model"]]
+            count, context = token_counter(job["model"])
             check_or_fail(data, valid, count, context, job["metadata"].get("kind"))
         except ChatbotError as exc:
             message = str(exc).replace(str(data), job["training_file"])

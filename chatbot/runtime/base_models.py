@@ -138,6 +138,35 @@ def resolve_base(name: str) -> str:
     return name  # a Hugging Face model id
 
 
+def training_tokenizer(name: str) -> Any:
+    """The tokenizer that counting and training use, loaded once per base and process.
+
+    Loading one holds the GIL for a few hundred milliseconds (``tokenizers`` parses the file without
+    releasing it), which in a server is that long without an answer, ``/healthz``'s included; a
+    server's fine-tuning jobs thus load it once. Only the job worker's thread (or a command) uses it;
+    serving loads its own (:class:`~chatbot.backends.local.LocalBackend`), never shared across threads.
+    """
+    folder = resolve_base(name)
+    key = (folder, _mtime(Path(folder) / "tokenizer.json"))
+    if key not in _TRAINING_TOKENIZERS:
+        _TRAINING_TOKENIZERS[key] = load_tokenizer(name)
+    return _TRAINING_TOKENIZERS[key]
+
+
+_TRAINING_TOKENIZERS: dict[tuple[str, float], Any] = {}
+
+
+def on_disk(name: str) -> bool:
+    """Whether *name* loads from this machine as it is: a local folder, or the bundled base once converted."""
+    if name in _BUNDLED:
+        return (cache_dir() / "models" / name / "config.json").exists()
+    return (Path(name).expanduser() / "config.json").exists()
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
 def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -170,5 +199,5 @@ def context_length(name: str) -> int:
 
 def token_counter(name: str) -> tuple[Callable[[str], int], int]:
     """A function counting tokens with the base model's tokenizer, and the model's context length."""
-    tokenizer = load_tokenizer(name)
+    tokenizer = training_tokenizer(name)
     return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), context_length(name)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.errors import ChatbotError
-from chatbot.runtime.base_models import load_model, load_tokenizer
+from chatbot.runtime.base_models import load_model, training_tokenizer
 from chatbot.runtime.device import default_device, set_threads, use_bf16
 from chatbot.training.hyperparams import Hyperparameters
 
@@ -180,7 +180,7 @@ def _set_up(examples: Sequence[tuple[str, str]], valid_examples: Sequence[tuple[
     set_threads()
     random.seed(hp.seed)
     torch.manual_seed(hp.seed)
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = training_tokenizer(base_model)
     model = load_model(base_model, device)
     model.config.use_cache = False
     config = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout, target_modules="all-linear", task_type="CAUSAL_LM")

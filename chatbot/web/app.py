@@ -107,7 +107,7 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
 
         jobs = JobStore(bot.store.engine, bot.data_dir)  # one engine, one pool for conversations and jobs
         worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload(), route_new_models=route_new_models)
-        worker.start()
+        worker.start(preload=tuple(state.base_models))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
