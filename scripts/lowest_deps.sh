@@ -4,7 +4,7 @@
 # postgres extras becomes `name==X` (read from pyproject.toml, not repeated here), except torch: the
 # one CPU build at hand is 2.13.0 (PyPI's other builds bring gigabytes of CUDA), so torch is tested at
 # 2.13.0 only. Usage: scripts/lowest_deps.sh [pytest arguments]; LOWEST_VENV sets the folder
-# (default /tmp/chatbot-lowest, made anew). About 3 minutes on 2 cores; not part of .ci/run.
+# (default /tmp/chatbot-lowest, made anew). About 3 minutes on 2 cores; .ci/run runs it last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)  # pip's note on each index folder without the package
@@ -33,7 +33,7 @@ echo "installed in $(( $(date +%s) - start ))s"
 # SQLAlchemy (the store), pydantic (all), typer, click and rich (CLI), scikit-learn and numpy (data, routing)
 tests=(tests/test_registry.py tests/test_skills.py tests/test_hosted_wire.py tests/test_hosted_backend.py tests/test_local_backend.py
        tests/test_training.py tests/test_cli.py tests/test_chat_cli.py tests/test_cli_conventions.py tests/test_conversation_store.py
-       tests/test_web.py tests/test_routing.py tests/test_data_check.py)
+       tests/test_web.py tests/test_observability.py tests/test_routing.py tests/test_data_check.py)
 [ $# -gt 0 ] && tests=("$@")
 # a cache of its own: a base model converted by a newer transformers may not load in an older one
 CHATBOT_CACHE="$venv/cache" CHATBOT_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider "${tests[@]}"
