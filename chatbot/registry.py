@@ -217,7 +217,7 @@ def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get(REGISTRY_ENV) or REGISTRY_FILE)
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at *loc* (or of its nearest existing parent)."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
@@ -268,8 +268,11 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _parse(file: Path) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for lines) and the data of *file*; ChatbotError naming the line, and the key where there is one."""
+def read_yaml(file: Path) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for lines, see :func:`line_of`) and the data of *file*; ChatbotError naming the line, and the key where there is one.
+
+    Safe on any input (the limits of :func:`_check_nodes`); models.yaml and conversation test files are read with it.
+    """
     try:
         raw = file.read_bytes()
     except OSError as exc:
@@ -410,7 +413,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False) -> Registry:
     """Load and validate the registry; errors name the file, the line and the key path.
 
-    Whatever the file holds, the only exception is a ChatbotError (see :func:`_parse`).
+    Whatever the file holds, the only exception is a ChatbotError (see :func:`read_yaml`).
     """
     file = registry_path(path)
     if not file.exists():
@@ -419,7 +422,7 @@ def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False
         raise ChatbotError(f"{file}: no such registry", hint=f"train a skill with `chatbot train` to create it, or pass --registry / set {REGISTRY_ENV}")
     if file.is_dir():
         raise ChatbotError(f"{file}: is a directory, not a registry file", hint="pass the path of models.yaml")
-    root, data = _parse(file)
+    root, data = read_yaml(file)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -435,15 +438,15 @@ def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False
     except ValidationError as exc:
         errors = exc.errors()
         loc = tuple(errors[0]["loc"])
-        line = _line_of(root, loc)
+        line = line_of(root, loc)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ChatbotError(f"{file}:{line}: {key_path(loc)}: {printable(errors[0]['msg'])}{more}", hint="fix that key") from None
     for name, skill in registry.skills.items():
         if skill.name != name:
-            where = f"{file}:{_line_of(root, ('skills', name, 'name'))}: {key_path(('skills', name, 'name'))}"
+            where = f"{file}:{line_of(root, ('skills', name, 'name'))}: {key_path(('skills', name, 'name'))}"
             raise ChatbotError(f"{where}: {skill.name!r} differs from its key {name!r}")
     if registry.fallback.skill and registry.fallback.skill not in registry.skills:
-        line = _line_of(root, ("fallback", "skill"))
+        line = line_of(root, ("fallback", "skill"))
         raise ChatbotError(f"{file}:{line}: fallback.skill: no skill named {registry.fallback.skill!r}", hint="name a registered skill or remove the key")
     registry.path = file
     return registry

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from chatbot import __version__
-from chatbot.cli import ask, chat, data, evaluation, jobs, registry, route, serve, sessions, train
+from chatbot.cli import ask, chat, data, evaluation, jobs, registry, route, serve, sessions, test, train
 from chatbot.cli.common import configure_output, quiet_libraries
 from chatbot.defaults import LOG_ENV
 
@@ -29,6 +29,7 @@ app.command("train")(train.train)
 app.command("eval")(evaluation.evaluate)
 app.command("ask")(ask.ask)
 app.command("chat")(chat.chat)
+app.command("test")(test.test)
 app.add_typer(sessions.app, name="sessions")
 app.command("serve")(serve.serve)
 app.add_typer(jobs.app, name="jobs")
