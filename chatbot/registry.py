@@ -217,7 +217,7 @@ def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get(REGISTRY_ENV) or REGISTRY_FILE)
 
 
-def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at *loc* (or of its nearest existing parent)."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
@@ -438,15 +438,15 @@ def load(path: str | os.PathLike[str] | None = None, *, missing_ok: bool = False
     except ValidationError as exc:
         errors = exc.errors()
         loc = tuple(errors[0]["loc"])
-        line = line_of(root, loc)
+        line = _line_of(root, loc)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ChatbotError(f"{file}:{line}: {key_path(loc)}: {printable(errors[0]['msg'])}{more}", hint="fix that key") from None
     for name, skill in registry.skills.items():
         if skill.name != name:
-            where = f"{file}:{line_of(root, ('skills', name, 'name'))}: {key_path(('skills', name, 'name'))}"
+            where = f"{file}:{_line_of(root, ('skills', name, 'name'))}: {key_path(('skills', name, 'name'))}"
             raise ChatbotError(f"{where}: {skill.name!r} differs from its key {name!r}")
     if registry.fallback.skill and registry.fallback.skill not in registry.skills:
-        line = line_of(root, ("fallback", "skill"))
+        line = _line_of(root, ("fallback", "skill"))
         raise ChatbotError(f"{file}:{line}: fallback.skill: no skill named {registry.fallback.skill!r}", hint="name a registered skill or remove the key")
     registry.path = file
     return registry
