@@ -37,7 +37,7 @@ from chatbot.routing.encoder import Encoder, ProgressCallback
 from chatbot.routing.head import centroids, nearest_scores, scores
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 6
+STATE_VERSION = 7
 RUNNERS_UP = 3
 
 
@@ -198,7 +198,8 @@ class Router:
         self.memory, self.memory_labels = x.astype(np.float32), y
         self.prototypes = np.zeros((0, x.shape[1]), np.float32)
         held = np.zeros((len(y), n_labels), np.float32)  # each example's scores from a head that did not see it
-        oos_held = np.zeros((len(oos), n_labels), np.float32)
+        oos_held = np.zeros((len(oos), n_labels), np.float32)  # the out-of-scope examples' scores, averaged over the folds
+        oos_score = np.zeros(len(oos), np.float32)  # and their best score, averaged over the folds (what the threshold is fitted on)
         counts = np.bincount(y, minlength=n_labels) if n_labels else np.zeros(0, int)
         folds = min(self.settings.folds, len(y))
         if n_labels >= 1 and folds >= 2:
@@ -209,12 +210,13 @@ class Router:
             for train, test in splits:
                 held[test] = nearest_scores(x[test], x[train], y[train], n_labels)
                 if len(oos):
-                    oos_held += nearest_scores(oos, x[train], y[train], n_labels) / folds
+                    fold = nearest_scores(oos, x[train], y[train], n_labels)
+                    oos_held += fold / folds
+                    oos_score += fold.max(1) / folds
             held_out = f"{folds}-fold cross-validation"
         else:
             held_out = "none (too few examples)"
             held[np.arange(len(y)), y] = 1.0
-        oos_score = oos_held.max(1) if len(oos) and n_labels else np.zeros(len(oos), np.float32)
         calibration = calibrate(y, held.argmax(1), held.max(1), oos_score, n_labels, fixed=self.settings.threshold, held_out=held_out)
         self.calibration = calibrate_margin(calibration, y, held, oos_held, ask=self.settings.ask and folds >= 2, fixed=self.settings.margin)
 
