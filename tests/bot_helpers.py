@@ -97,3 +97,16 @@ class ScriptedBackend:
 
     def complete(self, request: GenerationRequest) -> Completion:
         return drain(self.stream(request))
+
+
+def write_adapter_registry(folder: Path, base: str, adapter_a: str, adapter_b: str, max_tokens: int) -> Path:
+    """models.yaml of two skills on the tiny base, each with its own adapter (conftest's ``tiny_adapters``): shop (a), mood (b)."""
+    common = {"base_model": base, "separator": "\n\n###\n\n", "stop": [" END"], "generation": {"max_tokens": max_tokens}}
+    path = folder / "models.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "skills": {
+        "shop": common | {"kind": "qa", "adapter": adapter_a, "routing_examples": [
+            "What are your opening hours?", "When do you open?", "Are you open on Sundays?", "Where is the shop?"]},
+        "mood": common | {"kind": "classify", "adapter": adapter_b, "routing_examples": [
+            "The battery died after a week.", "Great bike, I love it.", "Terrible repair, the brakes squeak.", "The chain broke."]},
+    }}))
+    return path

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import yaml
+from bot_helpers import write_adapter_registry
 from conftest import ADAPTER_PROMPTS
 from environment import scaled
 from hypothesis import HealthCheck, settings
@@ -58,13 +58,7 @@ def served(tiny_adapters: tuple[str, str, str], tmp_path_factory: pytest.TempPat
     """The server's URL, and the names that exist on it, by the parameter that names them."""
     base, a, b = tiny_adapters
     folder = tmp_path_factory.mktemp("schemathesis")
-    common = {"base_model": base, "separator": "\n\n###\n\n", "stop": [" END"], "generation": {"max_tokens": CAPS["max_tokens"]}}
-    (folder / "models.yaml").write_text(yaml.safe_dump({"version": 1, "skills": {
-        "shop": common | {"kind": "qa", "adapter": a, "routing_examples": [
-            "What are your opening hours?", "When do you open?", "Are you open on Sundays?", "Where is the shop?"]},
-        "mood": common | {"kind": "classify", "adapter": b, "routing_examples": [
-            "The battery died after a week.", "Great bike, I love it.", "Terrible repair, the brakes squeak.", "The chain broke."]},
-    }}))
+    write_adapter_registry(folder, base, a, b, max_tokens=CAPS["max_tokens"])
     bot = Bot.from_registry(folder / "models.yaml", db=f"sqlite:///{folder / 'chat.db'}")
     with running(create_app(bot, access=Access(api_keys=[KEY]), base_models=[base])) as url:
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=scaled(60))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-import yaml
+from bot_helpers import write_adapter_registry
 from conftest import ADAPTER_ANSWERS, ADAPTER_PROMPTS
 from transformers import AutoTokenizer
 from web_server import running
@@ -22,13 +22,7 @@ OPENING, REVIEW = (p.removesuffix("\n\n###\n\n") for p in ADAPTER_PROMPTS)
 def served(tiny_adapters: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.OpenAI, str]]:
     base, a, b = tiny_adapters
     folder = tmp_path_factory.mktemp("web-adapters")
-    common = {"base_model": base, "separator": "\n\n###\n\n", "stop": [" END"], "generation": {"max_tokens": 16}}
-    (folder / "models.yaml").write_text(yaml.safe_dump({"version": 1, "skills": {
-        "shop": common | {"kind": "qa", "adapter": a, "routing_examples": [
-            "What are your opening hours?", "When do you open?", "Are you open on Sundays?", "Where is the shop?"]},
-        "mood": common | {"kind": "classify", "adapter": b, "routing_examples": [
-            "The battery died after a week.", "Great bike, I love it.", "Terrible repair, the brakes squeak.", "The chain broke."]},
-    }}))
+    write_adapter_registry(folder, base, a, b, max_tokens=16)
     bot = Bot.from_registry(folder / "models.yaml", db=f"sqlite:///{folder / 'chat.db'}")
     with running(create_app(bot, fine_tuning=False)) as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0), base

@@ -93,9 +93,7 @@ def train_skill(
     skill_kind = get_kind(kind)
     data_path, valid_path = Path(data), Path(valid) if valid else None
     registry = registry_io.load(registry_path, missing_ok=True)
-    Skill(name=name, kind=kind)  # validates the name before any work
-    if name in registry.skills and not force:
-        raise ChatbotError(f"{registry.path}: skill {name!r} exists already", hint="pick another name, or pass --force to retrain and replace it")
+    _check_new_name(registry, name, kind, force, "pick another name, or pass --force to retrain and replace it")
     count, context = token_counter(base)  # the base model's tokenizer, loaded once
     report = check_or_fail(data_path, valid_path, count, context, kind)
     examples = load_examples(data_path)
@@ -152,14 +150,35 @@ def train_skill(
     )
     for folder in [staged, *(staged / "checkpoints").glob("epoch-*")]:
         point_at_origin(folder, base)
-    write_model_card(staged, skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description)))
-    skill.training.adapter_id = adapters.seal(staged, skill=name, base_model=base_origin(base), data_sha256=skill.training.data_sha256)
-    with registry_io.editing(registry.path) as registry:  # read again: the file may have changed while training
+    return _put_in_place(staged, adapter_dir, skill, registry,
+                         merge=lambda previous: skill.keeping_hand_set(previous, description_given=bool(description)))
+
+
+def _put_in_place(staged: Path, adapter_dir: Path, skill: Skill, registry: registry_io.Registry,
+                  merge: Callable[[Skill | None], Skill] | None = None) -> Skill:
+    """Write the model card, seal the *staged* adapter and put it in place together with *skill*'s entry in models.yaml.
+
+    One locked step (see :mod:`chatbot.adapters`): a kill leaves the old adapter or the new one, always the one
+    registered. *merge* makes the entry from the one it replaces (a retrained skill keeps its hand-set fields).
+    """
+    merge = merge or (lambda _previous: skill)
+    write_model_card(staged, merge(registry.skills.get(skill.name)))
+    assert skill.training is not None
+    skill.training.adapter_id = adapters.seal(staged, skill=skill.name, base_model=base_origin(skill.base_model),
+                                              data_sha256=skill.training.data_sha256)
+    with registry_io.editing(registry.path) as current:  # read again: the file may have changed meanwhile
         replaced = adapters.install(staged, adapter_dir)
-        registry.skills[name] = skill.keeping_hand_set(registry.skills.get(name), description_given=bool(description))
-        skill = registry.skills[name]
+        current.skills[skill.name] = merge(current.skills.get(skill.name))
+        registered = current.skills[skill.name]
     adapters.discard(replaced)  # the registry naming the new adapter is saved
-    return skill
+    return registered
+
+
+def _check_new_name(registry: registry_io.Registry, name: str, kind: str, force: bool, hint: str) -> None:
+    """Validate *name* before any work, and refuse one that exists already unless *force*."""
+    Skill(name=name, kind=kind)
+    if name in registry.skills and not force:
+        raise ChatbotError(f"{registry.path}: skill {name!r} exists already", hint=hint)
 
 
 def register_checkpoint(name: str, epoch: int, new_name: str, registry_path: str | os.PathLike[str] | None = None, *,
@@ -167,9 +186,7 @@ def register_checkpoint(name: str, epoch: int, new_name: str, registry_path: str
     """Register the kept checkpoint of *name*'s epoch *epoch* as the skill *new_name* (its adapter copied, the rest of *name*'s settings)."""
     registry = registry_io.load(registry_path)
     source = registry.get(name)
-    Skill(name=new_name, kind=source.kind)  # validates the name before any work
-    if new_name in registry.skills and not force:
-        raise ChatbotError(f"{registry.path}: skill {new_name!r} exists already", hint="pick another name, or pass --force to replace it")
+    _check_new_name(registry, new_name, source.kind, force, "pick another name, or pass --force to replace it")
     record = source.training
     kept = {e.epoch: e for e in (record.epochs if record else []) if e.checkpoint}
     if epoch not in kept or record is None:
@@ -184,10 +201,4 @@ def register_checkpoint(name: str, epoch: int, new_name: str, registry_path: str
     skill = source.model_copy(update={"name": new_name, "routing": False, "adapter": registry.relative(adapter_dir), "training": record.model_copy(update={
         "selected_epoch": epoch, "epochs": [e.model_copy(update={"checkpoint": None}) for e in record.epochs]})}, deep=True)
     skill.description = f"{source.description} (epoch {epoch} of {name})"
-    write_model_card(staged, skill)
-    skill.training.adapter_id = adapters.seal(staged, skill=new_name, base_model=base_origin(skill.base_model), data_sha256=record.data_sha256)
-    with registry_io.editing(registry.path) as registry:
-        replaced = adapters.install(staged, adapter_dir)
-        registry.skills[new_name] = skill
-    adapters.discard(replaced)
-    return skill
+    return _put_in_place(staged, adapter_dir, skill, registry)
