@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.training.hyperparams import REFERENCE_LEARNING_RATE, Hyperparameters
-from chatbot.training.trainer import encode, train_lora
+from chatbot.training.trainer import Epoch, encode, replay, train_lora
 
 PAIRS = [
     ("What are your opening hours?\n\n###\n\n", " We open at 9am END"),
@@ -109,6 +109,26 @@ def test_training_stops_when_validation_stops_improving(tiny_base: str, tmp_path
     assert result.stopped_early and len(result.epochs) == result.best_epoch + 2 < 30
     assert result.selected_epoch == result.best_epoch
     assert result.trained_tokens == sum(len(encode_ids) for encode_ids in _token_counts(tiny_base)) * len(result.epochs)
+
+
+def test_replaying_a_full_run_gives_what_early_stopping_would_have(tiny_base: str, tmp_path: Path):
+    full = train_lora(PAIRS, tmp_path / "full", base_model=tiny_base, valid_examples=CONTRADICTED,
+                      hyperparameters=Hyperparameters(n_epochs=12, early_stopping_patience=0, select="last", **OVERFIT), keep_last=12)
+    stopped = train_lora(PAIRS, tmp_path / "stopped", base_model=tiny_base, valid_examples=CONTRADICTED,
+                         hyperparameters=Hyperparameters(n_epochs=12, early_stopping_patience=2, **OVERFIT))
+    assert full.checkpoints == list(range(1, 13))  # every epoch kept: each policy's pick can be scored afterwards
+    assert [e.valid_loss for e in full.epochs[: len(stopped.epochs)]] == [e.valid_loss for e in stopped.epochs]
+    assert replay(full.epochs, "best-loss", 2) == (stopped.selected_epoch, stopped.epochs[-1].epoch)
+    assert replay(full.epochs, "last", 2) == (12, 12)
+
+
+def test_replay_stops_after_patience_epochs_without_a_better_one():
+    losses = [3.0, 2.0, 2.5, 1.5, 1.6, 1.7, 1.8, 1.0]
+    epochs = [Epoch(i + 1, 0, 0.0, loss, metric=-loss) for i, loss in enumerate(losses)]
+    assert replay(epochs, "best-loss", 3) == (4, 7)
+    assert replay(epochs, "best-loss", 0) == (8, 8)
+    assert replay(epochs, "best-metric", 2) == (4, 6)
+    assert replay(epochs, "last", 3) == (8, 8)
 
 
 def _token_counts(base: str) -> list[list[int]]:

@@ -45,6 +45,8 @@ def train(
                                                "(the skill's metric on --valid), last")] = None,
     early_stopping_patience: Annotated[int | None, typer.Option("--early-stopping-patience", help="with --valid, stop after N epochs "
                                                                 "without improvement (default 3; 0: never)")] = None,
+    keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="with --valid, keep checkpoints of the last N epochs "
+                                           "besides the best (default 1)")] = 1,
     description: Annotated[str, typer.Option("--description", help="what the skill does, for people and the router")] = "",
     force: Annotated[bool, typer.Option("--force", help="retrain and replace a skill of the same name")] = False,
     registry: Annotated[str | None, typer.Option("--registry", help=REGISTRY_HELP)] = None,
@@ -70,8 +72,8 @@ def train(
     need_file(valid, "--valid")
     hp = hyperparameters(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
                          prompt_loss_weight=prompt_loss_weight, seed=seed, select=select, early_stopping_patience=early_stopping_patience)
-    if hosted and (select is not None or early_stopping_patience is not None):
-        raise UsageError("--select and --early-stopping-patience are for local training", hint="drop them with --hosted")
+    if hosted and (select is not None or early_stopping_patience is not None or keep_last != 1):
+        raise UsageError("--select, --early-stopping-patience and --keep-last are for local training", hint="drop them with --hosted")
     if hosted:
         from chatbot.cli.jobs import follow_and_register
         from chatbot.runtime.openai_client import make_client
@@ -101,7 +103,7 @@ def train(
             progress.console.print(f"epoch {epoch}: train loss {train_loss:.4f}{shown}")
 
         skill = train_skill(name, kind, data, valid=valid, base=base, hyperparameters=hp, registry_path=registry,
-                            description=description, force=force, on_step=on_step, on_epoch=on_epoch)
+                            description=description, force=force, on_step=on_step, on_epoch=on_epoch, keep_last=keep_last)
     record = skill.training
     assert record is not None
     hp_shown = ", ".join(f"{k}={record.hyperparameters[k]}" for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from chatbot.errors import ChatbotError
 from chatbot.runtime.base_models import load_model, training_tokenizer
@@ -36,6 +36,17 @@ EpochCallback = Callable[[int, float, float | None], None]
 # (the model being trained, its tokenizer) -> the skill's metric on the validation data, higher is better
 Scorer = Callable[[Any, Any], float]
 Encoded = tuple[list[int], list[float]]  # token ids, and the loss weight of each predicted token
+
+
+class Scored(Protocol):
+    """An epoch's measures, as the trainer's ``Epoch`` and the registry's ``EpochRecord`` hold them."""
+
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def valid_loss(self) -> float | None: ...
+    @property
+    def metric(self) -> float | None: ...
 
 
 @dataclass
@@ -129,10 +140,10 @@ def train_lora(
         snapshots[epoch] = _snapshot(run.model)
         keep = {e.epoch for e in result.epochs[-max(1, keep_last):]} | ({result.best_epoch} if result.best_epoch else set())
         snapshots = {e: state for e, state in snapshots.items() if e in keep}
-        patience = run.hp.early_stopping_patience
-        if patience and result.best_epoch is not None and epoch - result.best_epoch >= patience and epoch < run.hp.n_epochs:
+        if epoch < run.hp.n_epochs and _out_of_patience(result.best_epoch, epoch, run.hp.early_stopping_patience):
             result.stopped_early = True
-            log.info("no improvement for %d epochs: stopping after epoch %d, keeping epoch %d", patience, epoch, result.best_epoch)
+            log.info("no improvement for %d epochs: stopping after epoch %d, keeping epoch %d", run.hp.early_stopping_patience, epoch,
+                     result.best_epoch)
             break
     result.selected_epoch = result.best_epoch if selecting != "last" and result.best_epoch else result.epochs[-1].epoch
     result.trained_tokens = sum(len(ids) for ids, _ in run.train_data) * len(result.epochs)
@@ -147,7 +158,22 @@ def train_lora(
     return result
 
 
-def _best(epochs: Sequence[Epoch], select: str) -> int | None:
+def replay(epochs: Sequence[Scored], select: str, patience: int) -> tuple[int, int]:
+    """(the epoch registered, the last epoch trained) had training with *select* and *patience* seen
+    these *epochs* (each with its validation loss, and its metric for ``best-metric``) one by one:
+    how ``benchmarks/epoch_selection.py`` compares policies on one run that trained every epoch."""
+    for seen in range(1, len(epochs) + 1):
+        best = _best(epochs[:seen], select)
+        if seen == len(epochs) or _out_of_patience(best, epochs[seen - 1].epoch, patience):
+            return (best if select != "last" and best else epochs[seen - 1].epoch), epochs[seen - 1].epoch
+    raise ValueError("no epochs")
+
+
+def _out_of_patience(best: int | None, epoch: int, patience: int) -> bool:
+    return bool(patience) and best is not None and epoch - best >= patience
+
+
+def _best(epochs: Sequence[Scored], select: str) -> int | None:
     """The epoch *select* prefers: the lowest validation loss or the highest metric (the earlier on a tie); None for ``last``."""
     if select == "best-loss":
         scored = [(e.valid_loss, e.epoch) for e in epochs if e.valid_loss is not None]
