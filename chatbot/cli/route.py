@@ -115,6 +115,8 @@ def evaluate(
     registry: RegistryOption = None,
     finetune: Annotated[str, typer.Option("--finetune", help="fine-tune the encoder: auto (from 1,000 examples), always or never")] = "auto",
     threshold: Annotated[float | None, typer.Option("--threshold", help="fixed out-of-scope threshold instead of the calibrated one")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="seed of the calibration split and the encoder's fine-tuning (default: "
+                                             "the router's, 0): vary it to see how steady the figures are")] = None,
     as_json: JsonOption = False,
     cache_dir: CacheOption = None,
 ) -> None:
@@ -135,7 +137,7 @@ def evaluate(
     need_file(train, "--train")
     need_file(test, "--test")
     if train is not None and test is not None:
-        settings = RouterSettings(finetune=finetune, threshold=threshold)  # type: ignore[arg-type]
+        settings = RouterSettings(finetune=finetune, threshold=threshold, seed=seed or 0)  # type: ignore[arg-type]
         with progress_bars() as on_progress:
             report = evaluate_files(train, test, settings, cache_dir=cache_dir, on_progress=on_progress)
     else:
@@ -143,7 +145,7 @@ def evaluate(
         if threshold is not None:
             reg.router.threshold = threshold
         with progress_bars() as on_progress:
-            report = evaluate_registry(reg, cache_dir=cache_dir, finetune=finetune, on_progress=on_progress)
+            report = evaluate_registry(reg, cache_dir=cache_dir, finetune=finetune, seed=seed, on_progress=on_progress)
     data = report.model_dump()
     if as_json:
         print_json(data)

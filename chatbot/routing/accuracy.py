@@ -45,6 +45,7 @@ class RoutingReport(BaseModel):
     test_in_scope: int
     test_out_of_scope: int
     finetuned: bool
+    seed: int = Field(default=0, description="the router's seed: calibration split and encoder fine-tuning")
     threshold: float
     calibration: Calibration
     in_scope_accuracy: float
@@ -144,7 +145,7 @@ def evaluate(examples: dict[str, list[str]], oos: list[str], test: Sequence[Labe
     return RoutingReport(
         train=train_name, test=test_name, train_examples=sum(len(v) for v in examples.values()), train_out_of_scope=len(oos),
         skills=len(router.skills), test_in_scope=sum(row.label != OOS for row in test), test_out_of_scope=sum(row.label == OOS for row in test),
-        finetuned=router.finetuned is not None, threshold=router.threshold, calibration=router.calibration,
+        finetuned=router.finetuned is not None, seed=router.settings.seed, threshold=router.threshold, calibration=router.calibration,
         latency_ms_p50=round(p50, 2), latency_ms_p95=round(p95, 2), latency_messages=n, fit_seconds=round(fit_seconds, 1),
         from_cache=router.from_cache, **metrics,
     )
@@ -196,10 +197,11 @@ def registry_split(registry: Registry, share: float = 0.2) -> tuple[dict[str, li
 
 
 def evaluate_registry(registry: Registry, *, cache_dir: str | os.PathLike[str] | None = None, finetune: str = "auto",
-                      on_progress: ProgressCallback | None = None) -> RoutingReport:
+                      seed: int | None = None, on_progress: ProgressCallback | None = None) -> RoutingReport:
     """Evaluate the bot's router on messages held out from its skills (see :func:`registry_split`).
 
-    *finetune* (``auto``, ``always``, ``never``) overrides when the encoder is fine-tuned, to compare heads on the same bot.
+    *finetune* (``auto``, ``always``, ``never``) overrides when the encoder is fine-tuned, to compare heads on the same bot;
+    *seed* overrides the router's seed (calibration folds or held-out share, encoder fine-tuning).
     """
     from chatbot.routing.cache import default_cache_dir
     from chatbot.routing.from_registry import settings_for
@@ -207,4 +209,5 @@ def evaluate_registry(registry: Registry, *, cache_dir: str | os.PathLike[str] |
     train, oos, test, description = registry_split(registry)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(registry.path)
     return evaluate(train, oos, test, train_name=f"{registry.path} (training side)", test_name=description,
-                    settings=settings_for(registry).model_copy(update={"finetune": finetune}), cache_dir=folder, on_progress=on_progress)
+                    settings=settings_for(registry).model_copy(update={"finetune": finetune, **({} if seed is None else {"seed": seed})}),
+                    cache_dir=folder, on_progress=on_progress)
