@@ -146,6 +146,7 @@ class Bot:
         self.backends = backends or BackendPool()
         self.data_dir = data_dir or (registry.path.parent if registry.path else Path.cwd()) / DATA_DIR
         self.listeners: list[Callable[[Reply], None]] = []
+        self._read = self._registry_stamp()  # models.yaml as last read
 
     @classmethod
     def from_registry(
@@ -177,9 +178,25 @@ class Bot:
 
     def reload(self) -> None:
         """Re-read models.yaml and update the router (only new skills' examples are embedded)."""
+        self._read = self._registry_stamp()  # before reading: a change made meanwhile is read by the next refresh
         registry = registry_io.load(self.registry.path, missing_ok=True)
         router = _router(registry, self.data_dir / "cache", None)
         self.registry, self.router = registry, router
+
+    def refresh(self) -> bool:
+        """Reload when models.yaml changed since it was last read (another server's fine-tuning job,
+        ``chatbot registry`` …); True when it did."""
+        if self._registry_stamp() == self._read:
+            return False
+        self.reload()
+        return True
+
+    def _registry_stamp(self) -> tuple[int, int] | None:
+        try:
+            found = self.registry.path.stat() if self.registry.path else None
+        except OSError:
+            return None
+        return (found.st_mtime_ns, found.st_size) if found else None
 
     # -- answering -------------------------------------------------------------------------------
 

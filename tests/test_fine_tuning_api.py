@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -192,6 +196,43 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
         worker.stop()
 
 
+def test_a_job_another_server_runs_is_left_to_it_until_its_worker_is_gone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = JobStore(url, tmp_path)
+    base = {"object": "fine_tuning.job", "model": "m", "training_file": "file-x", "validation_file": None, "hyperparameters": {},
+            "metadata": {}, "error": None, "finished_at": None}
+    owners = {"ftjob-elsewhere": "otherhost:123:abc", "ftjob-dead": f"{socket.gethostname()}:{_ended_pid()}:abc"}
+    for job_id, owner in owners.items():
+        store.add_job(base | {"id": job_id, "created_at": 1, "status": "queued"})
+        assert store.update_job(job_id, only_if=("queued",), owner=owner, status="running")
+    assert store.update_job("ftjob-dead", only_if=("queued",), owner="someone-else", status="running") is None  # claimed once only
+    worker = JobWorker(JobStore(url, tmp_path), tmp_path / "models.yaml")  # a replica starts
+    worker.start()
+    try:
+        assert store.job("ftjob-dead")["status"] == "failed"  # its process has ended: recovered at once
+        assert store.job("ftjob-elsewhere")["status"] == "running"  # its worker beats: left alone
+        assert store.beat("ftjob-elsewhere", owners["ftjob-elsewhere"]) == "running"
+        assert store.beat("ftjob-elsewhere", worker.owner) is None  # not this worker's job
+    finally:
+        worker.stop()
+    late = JobWorker(JobStore(url, tmp_path), tmp_path / "models.yaml", lease_s=0.0)  # no heartbeat within the lease
+    late.start()
+    try:
+        assert store.job("ftjob-elsewhere")["status"] == "failed"
+        assert store.beat("ftjob-elsewhere", owners["ftjob-elsewhere"]) is None  # the old worker learns it lost the job
+    finally:
+        late.stop()
+
+
+def test_an_abandoned_job_is_taken_over_once_and_a_cancel_reaches_its_worker(tmp_path: Path) -> None:
+    store, other = (JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path) for _ in range(2))
+    store.add_job({"object": "fine_tuning.job", "id": "ftjob-a", "created_at": 1, "status": "queued", "model": "m"})
+    store.update_job("ftjob-a", only_if=("queued",), owner="gone:1:x", status="running")
+    assert store.take_over("ftjob-a", "gone:1:x", "a:2:y") and not other.take_over("ftjob-a", "gone:1:x", "b:3:z")
+    other.update_job("ftjob-a", only_if=("running",), status="cancelled")  # a cancel sent to another server
+    assert store.beat("ftjob-a", "a:2:y") == "cancelled"
+
+
 def test_train_hosted_from_the_cli_then_chat_with_the_skill(server: tuple[openai.OpenAI, Bot, str], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -290,7 +331,18 @@ def test_a_restart_removes_what_a_killed_upload_left(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
     kept = store.add_file("mood.jsonl", "fine-tune", jsonl(ROWS))
     (store.files_dir / ".file-halfway.tmp").write_bytes(b'{"prompt": "cut')  # killed while copying
-    (store.files_dir / "file-norow.jsonl").write_bytes(jsonl(ROWS))  # killed before its row was written
+    (store.files_dir / f".file-dead.{_ended_pid()}.tmp").write_bytes(b'{"prompt": "cut')  # the same, named by its process
+    (store.files_dir / f".file-busy.{os.getppid()}.tmp").write_bytes(b'{"prompt": "on its')  # another server's upload going on
+    norow = store.files_dir / "file-norow.jsonl"
+    norow.write_bytes(jsonl(ROWS))  # killed before its row was written
+    recent = store.files_dir / "file-committing.jsonl"
+    recent.write_bytes(jsonl(ROWS))  # another server's, its row about to be committed
+    os.utime(norow, (time.time() - 60, time.time() - 60))
     JobStore(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)  # the server starts again
-    assert sorted(p.name for p in store.files_dir.iterdir()) == [f"{kept['id']}.jsonl"]
+    assert sorted(p.name for p in store.files_dir.iterdir()) == sorted([f"{kept['id']}.jsonl", recent.name, f".file-busy.{os.getppid()}.tmp"])
     assert store.file(kept["id"]) is not None
+
+
+def _ended_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True)
+    return int(done.stdout)

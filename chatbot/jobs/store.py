@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import JSON, Engine, Integer, String, Text, func, select, tuple_, update
+from sqlalchemy import JSON, Engine, Float, Integer, String, Text, func, select, tuple_, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from chatbot.database import create_tables, open_engine
@@ -22,6 +22,7 @@ from chatbot.errors import ChatbotError
 from chatbot.files import sync_folder
 
 ACTIVE = ("validating_files", "queued", "running")
+ORPHAN_GRACE_S = 5.0  # a file without a row younger than this may be another server's upload about to commit
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -44,6 +45,8 @@ class _Job(_Base):
     created_at: Mapped[int] = mapped_column(Integer, index=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the job object as the API shows it
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the worker running it: see worker_id()
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # when its worker last said it was alive
 
 
 class _Event(_Base):
@@ -76,6 +79,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
+def alive(pid: int) -> bool:
+    """Whether process *pid* runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class JobStore:
     def __init__(self, db: Engine | str, data_dir: Path) -> None:
         """*db*: the engine to share (a server's conversation store's), or a database URL."""
@@ -87,13 +101,17 @@ class JobStore:
         self._remove_half_written()
 
     def _remove_half_written(self) -> None:
-        """What a kill left in the files folder (one server per data folder): uploads not yet renamed, files without a row."""
+        """What a kill left in the files folder: uploads not yet renamed whose process has ended, and
+        files without a row (older than ``ORPHAN_GRACE_S``: another server sharing the folder may be
+        between renaming one and committing its row)."""
         for tmp in self.files_dir.glob(".file-*.tmp"):
-            tmp.unlink(missing_ok=True)
+            pid = tmp.name.split(".")[-2]
+            if not pid.isdigit() or int(pid) == os.getpid() or not alive(int(pid)):
+                tmp.unlink(missing_ok=True)
         with self._session() as db:
             known = set(db.scalars(select(_File.id)))
         for path in self.files_dir.glob("file-*.jsonl"):
-            if path.stem not in known:
+            if path.stem not in known and _age(path) > ORPHAN_GRACE_S:
                 path.unlink(missing_ok=True)
 
     # -- files -------------------------------------------------------------------------------------
@@ -106,7 +124,7 @@ class JobStore:
         row without its file.
         """
         file_id = new_id("file")
-        tmp, size = self.files_dir / f".{file_id}.tmp", 0
+        tmp, size = self.files_dir / f".{file_id}.{os.getpid()}.tmp", 0
         source = io.BytesIO(content) if isinstance(content, bytes) else content
         try:
             with open(tmp, "wb") as out:
@@ -194,12 +212,19 @@ class JobStore:
             rows = list(db.scalars(query))
         return [dict(r.body) for r in rows[:limit]], len(rows) > limit
 
-    def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **changes: Any) -> dict[str, Any] | None:
-        """Change fields of the job; with *only_if*, only while its status is one of those. Returns the job, or None if unchanged."""
+    def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, owner: str | None = None,
+                   **changes: Any) -> dict[str, Any] | None:
+        """Change fields of the job; with *only_if*, only while its status is one of those. Returns the job, or None if unchanged.
+
+        *owner*: the worker taking the job (its heartbeat starts now).
+        """
         with self._session.begin() as db:
             # Compare and set in one UPDATE: it takes the write lock (SQLite) or the row lock
-            # (PostgreSQL) before the status is tested, so a cancel and the worker never both win.
+            # (PostgreSQL) before the status is tested, so a cancel and the worker never both win,
+            # and of several servers sharing the database exactly one claims a queued job.
             claim = update(_Job).where(_Job.id == job_id).values(status=changes.get("status", _Job.status))
+            if owner is not None:
+                claim = claim.values(owner=owner, heartbeat_at=time.time())
             if only_if:
                 claim = claim.where(_Job.status.in_(only_if))
             if db.execute(claim.execution_options(synchronize_session=False)).rowcount == 0:
@@ -218,9 +243,25 @@ class JobStore:
         with self._session() as db:
             return {status: int(n) for status, n in db.execute(select(_Job.status, func.count()).group_by(_Job.status))}
 
-    def running(self) -> list[dict[str, Any]]:
+    def beat(self, job_id: str, owner: str) -> str | None:
+        """*owner* is still running the job: its heartbeat is now. Returns the job's status (``cancelled``
+        when another server cancelled it), or None when *owner* no longer holds it."""
+        with self._session.begin() as db:
+            held = db.execute(update(_Job).where(_Job.id == job_id, _Job.owner == owner).values(heartbeat_at=time.time())
+                              .execution_options(synchronize_session=False)).rowcount
+            return db.scalar(select(_Job.status).where(_Job.id == job_id)) if held else None
+
+    def running(self) -> list[tuple[dict[str, Any], str | None, float | None]]:
+        """Each running job, with its worker (``owner``) and the time of that worker's last heartbeat."""
         with self._session() as db:
-            return [dict(r.body) for r in db.scalars(select(_Job).where(_Job.status == "running"))]
+            return [(dict(r.body), r.owner, r.heartbeat_at) for r in db.scalars(select(_Job).where(_Job.status == "running"))]
+
+    def take_over(self, job_id: str, gone: str | None, owner: str) -> bool:
+        """Hand a running job from its gone worker to *owner*; False when another server took it first."""
+        with self._session.begin() as db:
+            match = _Job.owner.is_(None) if gone is None else _Job.owner == gone
+            taken = update(_Job).where(_Job.id == job_id, _Job.status == "running", match).values(owner=owner, heartbeat_at=time.time())
+            return db.execute(taken.execution_options(synchronize_session=False)).rowcount == 1
 
     # -- events and checkpoints ----------------------------------------------------------------------
 
@@ -253,6 +294,13 @@ class JobStore:
             rows = list(db.scalars(select(_Checkpoint).where(_Checkpoint.job_id == job_id).order_by(_Checkpoint.step.desc())))
         return [{"id": r.id, "object": "fine_tuning.job.checkpoint", "created_at": r.created_at, "fine_tuned_model_checkpoint": r.model,
                  "fine_tuning_job_id": r.job_id, "metrics": r.metrics, "step_number": r.step} for r in rows]
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _event(job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict[str, Any] | None = None) -> _Event:

@@ -8,32 +8,65 @@ stopped ends, at the next start, ``succeeded`` when its model is in ``models.yam
 registered just before the kill), else ``failed``, with whatever its training wrote removed. Queued
 ones are picked up again. The model keeps a copy of its data files in its adapter folder, so that
 deleting the uploads never breaks routing.
+
+Several servers may share one database and folder (replicas behind a load balancer): a queued job is
+claimed by exactly one of them (a compare-and-set on its status), whose worker beats a heartbeat
+while it trains. A job whose worker is gone (its process ended, or no heartbeat for ``lease_s``) is
+recovered as above by whichever server sees it first; a cancel sent to another server reaches the
+training at its next heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
-from chatbot.jobs.store import ACTIVE, JobStore
+from chatbot.jobs.store import ACTIVE, JobStore, alive
 from chatbot.registry import Skill
 from chatbot.skills import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
 EVENT_EVERY_STEPS = 5
 KEEP_LAST_EPOCHS = 3  # as OpenAI: checkpoints of the last three epochs (and of the best one)
+HEARTBEAT_S = 2.0  # how often a training job says its worker is alive (and learns of a cancel on another server)
+LEASE_S = float(os.environ.get("CHATBOT_JOB_LEASE_S", 60))  # a running job without a heartbeat this long is recovered
+
+
+_LIVE: set[str] = set()  # the workers of this process that run
 
 
 class _Cancelled(Exception):
     pass
+
+
+def worker_id() -> str:
+    """Who runs a job: host, process, and a random part (one process may start several workers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def gone(owner: str | None, heartbeat_at: float | None, lease_s: float) -> bool:
+    """Whether a running job's worker is surely gone: none recorded, a worker of this host whose
+    process has ended (or, in this process, that has stopped), or no heartbeat for *lease_s* seconds."""
+    if not owner or heartbeat_at is None:
+        return True
+    host, pid = (owner.split(":") + [""])[:2]
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return owner not in _LIVE
+        if not alive(int(pid)):
+            return True
+    return time.time() - heartbeat_at > lease_s
 
 
 def checkpoint_name(model: str, step: int) -> str:
@@ -50,9 +83,14 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
 
 class JobWorker:
     def __init__(self, store: JobStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None, *,
-                 route_new_models: bool = False) -> None:
-        """*route_new_models*: a job's model joins the bot's router at once; otherwise it answers only when asked by name."""
+                 route_new_models: bool = False, lease_s: float = LEASE_S) -> None:
+        """*route_new_models*: a job's model joins the bot's router at once; otherwise it answers only when asked by name.
+
+        *lease_s*: how long a running job of another server may go without a heartbeat before this one recovers it.
+        """
         self.store = store
+        self.owner = worker_id()
+        self.lease_s = lease_s
         self.route_new_models = route_new_models
         self.registry_path = registry_path
         self.on_model = on_model
@@ -69,8 +107,8 @@ class JobWorker:
 
         Loading a tokenizer holds the GIL a few hundred milliseconds; done at start, a job's start later costs the server nothing.
         """
-        for job in self.store.running():  # the server died while it ran
-            self._recover(job)
+        _LIVE.add(self.owner)
+        self._recover_abandoned()  # this server, or another, died while they ran
         self._preload = preload
         self._thread = threading.Thread(target=self._loop, name="fine-tuning-worker", daemon=True)
         self._thread.start()
@@ -81,6 +119,7 @@ class JobWorker:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        _LIVE.discard(self.owner)
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,6 +155,7 @@ class JobWorker:
             if job is None:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
+                self._recover_abandoned()
                 continue
             try:
                 if job["status"] == "validating_files":
@@ -157,9 +197,9 @@ class JobWorker:
         from chatbot.training.skill import train_skill
 
         job_id = job["id"]
-        if not self.store.update_job(job_id, only_if=("queued",), status="running"):
-            return
-        self.store.add_event(job_id, "Fine-tuning job started")
+        if not self.store.update_job(job_id, only_if=("queued",), owner=self.owner, status="running"):
+            return  # another server's worker took it
+        self.store.add_event(job_id, "Fine-tuning job started", data={"worker": self.owner})  # which server trains it: host:pid:…
         data, valid = self._paths(job)
         hp = job["hyperparameters"]
         hyper = Hyperparameters(**{k: (None if v == "auto" else v) for k, v in hp.items() if k in Hyperparameters.model_fields},
@@ -178,6 +218,8 @@ class JobWorker:
             self.store.add_event(job_id, f"Epoch {epoch} done: training loss={train_loss:.4f}{extra}", type="metrics",
                                  data={"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss})
 
+        beating = threading.Event()
+        threading.Thread(target=self._beat, args=(job_id, beating), name=f"heartbeat-{job_id}", daemon=True).start()
         try:
             skill = train_skill(name, job["metadata"].get("kind", DEFAULT_KIND), data, valid=valid, base=job["model"], hyperparameters=hyper,
                                 registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
@@ -189,8 +231,11 @@ class JobWorker:
         except ChatbotError as exc:
             self._fail(job_id, "training_failed", str(exc))
             return
+        finally:
+            beating.set()
         with self._lock:
-            if job_id in self._cancel:  # cancelled after the last step: its model is never served
+            # cancelled after the last step, here or on another server: its model is never served
+            if job_id in self._cancel or self.store.beat(job_id, self.owner) != "running":
                 self._discard(name)
                 return
             self._finishing = job_id
@@ -222,6 +267,23 @@ class JobWorker:
         self.store.update_job(job_id, only_if=("running",), status="succeeded", fine_tuned_model=skill.name, finished_at=int(time.time()),
                               trained_tokens=record.trained_tokens if record else None,
                               hyperparameters={k: resolved.get(k, v) for k, v in job["hyperparameters"].items()})
+
+    def _beat(self, job_id: str, done: threading.Event) -> None:
+        """While *job_id* trains: the heartbeat, and a cancel made on another server."""
+        while not done.wait(HEARTBEAT_S):
+            try:
+                status = self.store.beat(job_id, self.owner)
+            except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                log.warning("heartbeat of job %s failed", job_id, exc_info=True)
+                continue
+            if status != "running":  # cancelled elsewhere, or taken over after a long stall: stop at the next step
+                self._cancel.add(job_id)
+
+    def _recover_abandoned(self) -> None:
+        """Recover each running job whose worker is gone, unless another server takes it first."""
+        for job, owner, heartbeat_at in self.store.running():
+            if gone(owner, heartbeat_at, self.lease_s) and self.store.take_over(job["id"], owner, self.owner):
+                self._recover(job)
 
     def _recover(self, job: dict[str, Any]) -> None:
         """A job the server was running when it stopped: finished if its model was registered, else failed and cleaned up."""

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,9 @@ from chatbot.web.access import Access, AccessMiddleware
 from chatbot.web.dependencies import AppState, BotDep, StateDep
 from chatbot.web.limits import BodyLimitMiddleware
 from chatbot.web.metrics import Metrics, MetricsMiddleware
+
+log = logging.getLogger(__name__)
+REGISTRY_POLL_S = 1.0  # how often models.yaml is looked at for changes made by another process
 
 service_endpoints = APIRouter()
 
@@ -109,9 +113,23 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
         worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload(), route_new_models=route_new_models)
         worker.start(preload=tuple(state.base_models))
 
+    stopping = threading.Event()
+
+    def watch_registry() -> None:  # another server sharing models.yaml may register a model, or an operator edit it
+        while not stopping.wait(REGISTRY_POLL_S):
+            try:
+                if bot.refresh():
+                    log.info("models.yaml changed: skills reloaded")
+            except Exception:  # noqa: BLE001 - a half-edited file: the skills in service stay, the next look tries again
+                log.warning("cannot reload models.yaml", exc_info=True)
+
+    if bot.registry.path is not None:
+        threading.Thread(target=watch_registry, name="registry-watch", daemon=True).start()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
         yield
+        stopping.set()
         if worker is not None:
             worker.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
