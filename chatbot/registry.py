@@ -468,14 +468,18 @@ def save(registry: Registry, path: str | os.PathLike[str] | None = None) -> Path
     """Write the registry atomically (see :func:`chatbot.files.atomic_write`): the old file or the new, never a mix."""
     file = registry_path(path or registry.path)
     file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(file, to_yaml(registry))
+    registry.path = file
+    return file
+
+
+def to_yaml(registry: Registry) -> str:
+    """The text of ``models.yaml`` for *registry*."""
     data = registry.model_dump(mode="json", exclude_none=True)
     for skill in data["skills"].values():
         skill.pop("name", None)
     text = "# The skills of this bot. Edit by hand or with `chatbot train` / `chatbot registry`.\n"
-    text += yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
-    atomic_write_text(file, text)
-    registry.path = file
-    return file
+    return text + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 @contextmanager

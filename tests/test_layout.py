@@ -16,7 +16,7 @@ PACKAGE = ROOT / "chatbot"
 # lowest first: shared names and helpers; the table of kinds, the runtime, the data tools, the
 # registry; then what runs and stores; then what composes them; the web app and the CLI on top
 LAYERS = ["__init__", "errors", "defaults", "files", "skills", "runtime", "data", "adapters", "registry", "database", "conversation", "backends",
-          "answer", "training", "evaluation", "routing", "jobs", "bot", "conversation_tests", "web", "cli"]
+          "answer", "training", "evaluation", "routing", "jobs", "bot", "conversation_tests", "export", "web", "cli"]
 
 
 def _unit(module: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from chatbot import __version__
-from chatbot.cli import ask, chat, data, evaluation, jobs, registry, route, serve, sessions, test, train
+from chatbot.cli import ask, chat, data, evaluation, export, jobs, registry, route, serve, sessions, test, train
 from chatbot.cli.common import configure_output, quiet_libraries
 from chatbot.defaults import LOG_ENV
 
@@ -33,6 +33,7 @@ app.command("test")(test.test)
 app.add_typer(sessions.app, name="sessions")
 app.command("serve")(serve.serve)
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(export.app, name="export")
 
 
 def _version(value: bool) -> None:
