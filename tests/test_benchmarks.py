@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from bot_helpers import REGISTRY
 
@@ -17,7 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import results  # noqa: E402
 
-SCRIPTS = ["job_ner", "clinc150", "demo_router", "load"]
+SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection"]
 
 
 def script(name: str) -> Any:
@@ -26,25 +27,26 @@ def script(name: str) -> Any:
 
 def test_every_section_is_rendered_from_its_json():
     saved = sorted(p.stem for p in BENCHMARKS.glob("*.json"))
-    assert saved == sorted(SCRIPTS), "each script saves one JSON file beside RESULTS.md"
+    assert saved == sorted(script(n).NAME for n in SCRIPTS), "each script saves one JSON file beside RESULTS.md"
     in_results = results.sections(results.Output().results.read_text(encoding="utf-8"))
     in_readme = results.sections(results.Output().readme.read_text(encoding="utf-8"))
     assert set(in_results) == set(in_readme) == {script(n).TITLE for n in SCRIPTS}
     for name in SCRIPTS:
-        module, data = script(name), results.load(name)
+        module = script(name)
+        data = results.load(module.NAME)
         for found, heading in ((in_results, "##"), (in_readme, "###")):
             assert found[module.TITLE] == results.section(module.TITLE, module.render(data), data["measured_at"], heading), name
 
 
 def test_a_changed_figure_is_caught(tmp_path: Path):
     data = results.load("job_ner")
-    data["tuned"]["micro_f1"] += 0.1
+    data["mean"]["micro_f1"] += 0.1
     shown = results.sections(results.Output().results.read_text(encoding="utf-8"))["job-ner extraction"]
     assert shown != results.section("job-ner extraction", script("job_ner").render(data), data["measured_at"], "##")
 
 
 def _published(out: Path, name: str) -> dict[str, Any]:
-    module, data = script(name), json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+    module, data = script(name), json.loads((out / f"{script(name).NAME}.json").read_text(encoding="utf-8"))
     for path, heading in ((out / "RESULTS.md", "##"), (out / "README.md", "###")):
         assert results.sections(path.read_text(encoding="utf-8"))[module.TITLE] == results.section(
             module.TITLE, module.render(data), data["measured_at"], heading)
@@ -57,10 +59,13 @@ def test_job_ner_quick_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
             for skill, years in zip(["python", "sql", "java", "excel", "go", "rust", "react", "linux", "c++", "scala"], range(1, 11))]
     data = tmp_path / "job-ner.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script("job_ner").main(["--quick", "--base", tiny_base, "--data", str(data), "--out", str(tmp_path / "out")])
+    script("job_ner").main(["--quick", "--splits", "2", "--base", tiny_base, "--data", str(data), "--out", str(tmp_path / "out")])
     found = _published(tmp_path / "out", "job_ner")
-    assert found["quick"] and found["held_out_rows"] == 2 and found["hyperparameters"]["n_epochs"] == 1
-    assert set(found["tuned"]) == set(found["untuned"]) == {"micro_f1", "micro_precision", "micro_recall"}
+    assert found["quick"] and [s["seed"] for s in found["splits"]] == [0, 1]
+    assert all(s["held_out_rows"] == 2 and s["hyperparameters"]["n_epochs"] == 1 for s in found["splits"])
+    assert set(found["mean"]) == set(found["sd"]) == set(found["untuned"]) == {"micro_f1", "micro_precision", "micro_recall"}
+    f1s = [s["tuned"]["micro_f1"] for s in found["splits"]]
+    assert found["mean"]["micro_f1"] == pytest.approx(sum(f1s) / 2) and found["min_f1"] == min(f1s)
 
 
 def _labelled(path: Path, skills: dict[str, list[str]], oos: list[str]) -> None:
@@ -75,9 +80,11 @@ def test_clinc150_quick_run_on_a_few_messages(tmp_path: Path):
     folder.mkdir()
     _labelled(folder / "train.jsonl", {s: t[:-2] for s, t in skills.items()}, oos[:-3])
     _labelled(folder / "validation.jsonl", {s: t[-2:] for s, t in skills.items()}, oos[-3:])
-    script("clinc150").main(["--quick", "--data", str(folder), "--out", str(tmp_path / "out")])
+    script("clinc150").main(["--quick", "--seeds", "2", "--data", str(folder), "--out", str(tmp_path / "out")])
     found = _published(tmp_path / "out", "clinc150")
     assert found["quick"] and found["ours"]["test_in_scope"] == 6 and found["frozen"]["test_out_of_scope"] == 3
+    assert [r["seed"] for r in found["seeds"]] == [0, 1] and found["seeds"][0]["oos_recall"] == found["ours"]["oos_recall"]
+    assert "| mean ± sd (min–max) |" in (tmp_path / "out" / "RESULTS.md").read_text()
 
 
 def test_demo_router_run_on_a_small_bot(tmp_path: Path):
@@ -107,3 +114,44 @@ def test_load_quick_run_on_the_tiny_model(tiny_adapters: tuple[str, str, str], t
     assert all(found["kinds"][kind]["answered"] >= 1 for kind in ("chat", "stream", "session")) and found["turns_checked"] >= 1
     assert found["job"]["status"] == "succeeded" and found["healthz"]["probes"] >= 2 and found["healthz"]["failed"] == 0
     assert not (registry.parent / ".chatbot").exists() and "ft-" not in registry.read_text()  # the server ran on a copy
+
+
+def test_epoch_selection_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
+    from chatbot.training.hyperparams import Hyperparameters
+    from chatbot.training.skill import train_skill
+
+    bot = tmp_path / "bot"
+    (bot / "data").mkdir(parents=True)
+    rows = [{"prompt": f"Where is item {i}?\n\n###\n\n", "completion": f" On shelf {i % 3} END"} for i in range(15)]
+    for name, part in (("train", rows[:10]), ("valid", rows[10:])):
+        (bot / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    train_skill("shelf", "qa", bot / "data" / "train.jsonl", valid=bot / "data" / "valid.jsonl", base=tiny_base,
+                hyperparameters=Hyperparameters(n_epochs=1), registry_path=bot / "models.yaml")
+    script("epoch_selection").main(["--registry", str(bot / "models.yaml"), "--base", tiny_base, "--out", str(tmp_path / "out")])
+    found = _published(tmp_path / "out", "epoch_selection")
+    shelf = found["skills"]["shelf"]
+    assert (shelf["train_rows"], shelf["selection_rows"], shelf["test_rows"], shelf["metric"]) == (8, 2, 5, "token_f1")
+    assert len(shelf["valid_loss"]) == shelf["epochs"] and shelf["policies"]["last"] == {
+        "epoch": shelf["epochs"], "trained": shelf["epochs"], "score": shelf["policies"]["last"]["score"]}
+    never = shelf["policies"]["best-loss, never stop"]
+    assert shelf["valid_loss"][never["epoch"] - 1] == min(shelf["valid_loss"])  # the pick is the lowest selection loss
+    assert set(found["mean"]) == set(shelf["policies"]) and isinstance(found["default_never_worse_than_last"], bool)
+
+
+RUN_KEYS = {"decode_tps": {"ours", "llamacpp", "transformers"}, "first_token_s": {"ours", "llamacpp", "transformers"},
+            "route_ms": {"p50", "p95", "messages"}, "turn_s": {"ours_p50", "ours_p95", "llamacpp_p50", "turns"},
+            "train_tps": {"ours", "hf_trainer", "ours_s", "hf_trainer_s", "tokens", "rows"}}
+
+
+def test_run_quick_on_the_tiny_model_writes_every_row_and_key(tiny_base: str, tmp_path: Path):
+    script("run").main(["--quick", "--base", tiny_base, "--out", str(tmp_path / "out")])
+    found = _published(tmp_path / "out", "run")
+    for key, inner in RUN_KEYS.items():
+        assert set(found[key]) == inner, key
+    assert found["rss_mb"].keys() == {"skills_1", "skills_4", "skills_8", "naive_4"} and all(v > 0 for v in found["rss_mb"].values())
+    assert set(found["server"]) >= {"rps_1", "rps_8", "p95_ms_8"} and found["server"]["requests"]["users_8"] > 0
+    assert found["aggregate"].keys() == {"1", "4", "8"} and found["aggregate_tps_8_sessions"] > 0 and found["batch1_tps"] > 0
+    assert found["decode_tps"]["ours"] > 0 and found["train_tps"]["ours"] > 0 and found["train_tps"]["hf_trainer"] > 0
+    assert {"machine", "date", "versions"} <= found.keys()
+    shown = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert shown.count("| resident MB with") == 2 and "HF Trainer" in shown and "aggregate tokens/s, 8 concurrent" in shown

@@ -1,0 +1,514 @@
+"""Benchmark: the local engine, side by side with llama.cpp, plain transformers and the HF Trainer,
+every figure measured in ONE run on this machine, with its baseline from the same run and the ratio.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--install-llama-cpp] [--base smollm2-135m] [--out DIR]
+
+Rows (issue 11): decode tokens/s at batch 1 and time to first token (a ~200-token prompt, 128 new
+tokens, greedy) for our engine with a LoRA skill, llama.cpp on the same GGUF with the same threads,
+and transformers `generate` in fp32; aggregate tokens/s with 1, 4 and 8 concurrent requests on
+different skills; resident memory with 1, 20 and 200 registered skills (LoRA adapters made for the
+benchmark: r=16 on every linear layer, random weights) against 20 separately loaded models (one
+measured, times 20), and the time to load a cold adapter; routing latency; a whole turn through
+`Bot.reply` (route + prompt + 32 new tokens) against llama.cpp generating as many tokens from the
+same prompt alone; LoRA training tokens/s on the job-ner file against the HF `Trainer` with the
+same model, LoRA config, batch size and lengths; `chatbot serve` requests/s and p95 latency with 1
+and 8 concurrent `openai`-client users on loopback.
+
+llama.cpp (`llama-cpp-python`) is not a dependency: it builds from source in 5–20 minutes here.
+`--install-llama-cpp` installs it (`pip install llama-cpp-python==0.3.36`); without it, its rows say
+how. `--quick` runs every row small (the tests use it on the tiny model: rows and keys, never
+timings). It writes benchmarks/results.json and its section of benchmarks/RESULTS.md and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import SHARED, Output, now, publish  # noqa: E402
+
+NAME, TITLE = "results", "Local engine against llama.cpp, transformers and the HF Trainer"
+CHATBOT = str(Path(sys.executable).with_name("chatbot"))
+LLAMA_CPP = "llama-cpp-python==0.3.36"
+JOB_NER = SHARED / "data" / "job-ner" / "train.jsonl"
+FULL = {"prompt_tokens": 200, "new_tokens": 128, "sessions": (1, 4, 8), "skills": (1, 20, 200), "naive": 20, "route_messages": 200,
+        "turns": 10, "turn_tokens": 32, "train_rows": 60, "server_seconds": 30.0, "server_tokens": 16, "repeats": 3}
+QUICK = {"prompt_tokens": 40, "new_tokens": 16, "sessions": (1, 4, 8), "skills": (1, 4, 8), "naive": 4, "route_messages": 20,
+         "turns": 3, "turn_tokens": 8, "train_rows": 8, "server_seconds": 3.0, "server_tokens": 4, "repeats": 1}
+TEXT = ("The shop repairs city bikes, road bikes and e-bikes. A standard service covers the brakes, the gears, the chain and "
+        "the wheels, and takes about an hour. Customers book a slot online or at the counter, and we call when the bike is ready. ")
+MESSAGES = ["When are you open on Saturday?", "How much is a tune-up?", "Book my Trek for Friday", "The brakes squeak after the repair",
+            "Write a description of the red helmet", "hello there", "Can you fix a flat tire?", "Do you sell e-bike batteries?"]
+
+
+def threads() -> int:
+    return int(os.environ.get("CHATBOT_THREADS") or os.cpu_count() or 1)
+
+
+# -- adapters made for the benchmark ------------------------------------------------------------------
+
+def make_adapters(base: str, folder: Path, count: int) -> list[str]:
+    """*count* LoRA adapters (r=16, every linear layer, random B so each skill answers differently)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from chatbot.runtime.base_models import load_model
+
+    model = get_peft_model(load_model(base), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    paths = []
+    for i in range(count):
+        torch.manual_seed(i)
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "lora_B" in name:
+                    weight.normal_(0, 0.02)
+        path = folder / f"skill-{i}"
+        model.save_pretrained(path)
+        paths.append(str(path))
+    return paths
+
+
+def prompt_of(tokenizer: Any, tokens: int) -> str:
+    ids = tokenizer((TEXT * (tokens // 20 + 2)), add_special_tokens=False)["input_ids"][: tokens - 6]
+    return tokenizer.decode(ids) + "\n\n###\n\n"
+
+
+# -- decoding ----------------------------------------------------------------------------------------
+
+def ours_decode(backend: Any, base: str, adapter: str, prompt: str, new_tokens: int) -> dict[str, float]:
+    """Our engine through the Backend interface: time to the first piece, then decode tokens/s."""
+    from chatbot.backends.base import GenerationRequest
+
+    request = GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=new_tokens, stop=[])
+    started = time.perf_counter()
+    stream = backend.stream(request)
+    first = None
+    while True:
+        try:
+            next(stream)
+            first = first or time.perf_counter()
+        except StopIteration as done:
+            completion = done.value
+            break
+    ended = time.perf_counter()
+    first = first or ended
+    return {"first_token_s": first - started, "decode_tps": (completion.completion_tokens - 1) / max(ended - first, 1e-9),
+            "tokens": completion.completion_tokens}
+
+
+def transformers_decode(base: str, prompt: str, new_tokens: int) -> dict[str, float]:
+    """Plain transformers `generate`, fp32, greedy, the base alone (what the tutorials run)."""
+    import torch
+
+    from chatbot.runtime.base_models import load_model, load_tokenizer
+
+    tokenizer, model = load_tokenizer(base), load_model(base).eval()
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        started = time.perf_counter()
+        model.generate(ids, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        total = time.perf_counter() - started
+    made = int(out.shape[1] - ids.shape[1])
+    return {"first_token_s": first, "decode_tps": (made - 1) / max(total - first, 1e-9), "tokens": made}
+
+
+def llama_cpp_model(gguf: Path) -> Any | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    return Llama(model_path=str(gguf), n_threads=threads(), n_threads_batch=threads(), n_ctx=2048, verbose=False)
+
+
+def llama_cpp_decode(llm: Any, prompt: str, new_tokens: int) -> dict[str, float]:
+    started, first, made = time.perf_counter(), None, 0
+    for _ in llm.create_completion(prompt, max_tokens=new_tokens, temperature=0.0, stream=True, logit_bias={llm.token_eos(): -1e9}):
+        made += 1
+        first = first or time.perf_counter()
+    ended = time.perf_counter()
+    first = first or ended
+    return {"first_token_s": first - started, "decode_tps": (made - 1) / max(ended - first, 1e-9), "tokens": made}
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def aggregate(backend: Any, base: str, adapters: list[str], prompt: str, new_tokens: int, sessions: int) -> dict[str, float]:
+    """*sessions* requests at once, each on a different skill: tokens made by all / wall time."""
+    from chatbot.backends.base import GenerationRequest
+
+    requests = [GenerationRequest(prompt=prompt, base_model=base, adapter=adapters[i % len(adapters)], max_tokens=new_tokens, stop=[])
+                for i in range(sessions)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(sessions) as pool:
+        done = list(pool.map(backend.complete, requests))
+    wall = time.perf_counter() - started
+    return {"sessions": sessions, "tokens": sum(c.completion_tokens for c in done), "seconds": wall,
+            "tps": sum(c.completion_tokens for c in done) / wall}
+
+
+# -- memory --------------------------------------------------------------------------------------------
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_child(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
+    """In a fresh process: the engine with these skills loaded and each used once."""
+    from chatbot.backends.base import GenerationRequest
+    from chatbot.backends.local import LocalBackend
+
+    backend = LocalBackend("cpu")
+    backend.preload(base)
+    cold = []
+    for adapter in adapters:
+        started = time.perf_counter()
+        backend.preload(base, adapter)
+        cold.append((time.perf_counter() - started) * 1000)
+        backend.complete(GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=1, stop=[]))
+    return {"rss_mb": rss_mb(), "cold_adapter_ms": statistics.median(cold) if cold else 0.0}
+
+
+def rss_of(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--_rss", json.dumps({"base": base, "adapters": adapters, "prompt": prompt})],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- routing and turns -------------------------------------------------------------------------------
+
+def bot_registry(folder: Path, base: str, adapters: list[str], max_tokens: int) -> Path:
+    skills = {}
+    for i, adapter in enumerate(adapters):
+        skills[f"skill-{i}"] = {"kind": "generate", "base_model": base, "adapter": adapter, "stop": [],
+                                "generation": {"max_tokens": max_tokens}, "routing_examples": [MESSAGES[j] for j in range(len(MESSAGES))
+                                                                                             if j % len(adapters) == i]}
+    path = folder / "models.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "router": {"ask": False}, "skills": skills}))
+    return path
+
+
+def turns(registry: Path, llm: Any | None, count: int) -> dict[str, Any]:
+    """Whole turns through Bot.reply, and llama.cpp alone on the same prompt and number of new tokens."""
+    from chatbot.bot import Bot
+    from chatbot.routing.accuracy import latency
+
+    bot = Bot.from_registry(registry)
+    bot.warm_up()
+    p50, p95, n = latency(bot.router, MESSAGES * 25)
+    ours, theirs = [], []
+    for i in range(count):
+        text = MESSAGES[i % len(MESSAGES)]
+        started = time.perf_counter()
+        reply = bot.reply(f"bench-{i}", text)
+        ours.append(time.perf_counter() - started)
+        if llm is not None and reply.skill:
+            skill = bot.registry.skills[reply.skill]
+            made = max(1, reply.usage.completion_tokens)
+            started = time.perf_counter()
+            llm.create_completion(text + skill.separator, max_tokens=made, temperature=0.0, logit_bias={llm.token_eos(): -1e9})
+            theirs.append(time.perf_counter() - started)
+    return {"route_ms": {"p50": p50, "p95": p95, "messages": n},
+            "turn_s": {"ours_p50": statistics.median(ours), "ours_p95": _p95(ours),
+                       "llamacpp_p50": statistics.median(theirs) if theirs else None, "turns": count}}
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+# -- training ------------------------------------------------------------------------------------------
+
+def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
+    """One epoch of our trainer against the HF Trainer: same model, LoRA config, batch size, lengths."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from chatbot.runtime.base_models import load_model, training_tokenizer
+    from chatbot.training.hyperparams import Hyperparameters
+    from chatbot.training.trainer import encode, train_lora
+
+    hp = Hyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=0.2)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = train_lora(rows, Path(tmp) / "ours", base_model=base, hyperparameters=hp)
+    tokens = ours.trained_tokens
+    tokenizer = training_tokenizer(base)
+    encoded = [encode(tokenizer, p, c, hp.max_length, 0.0)[0] for p, c in rows]
+    n_prompt = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p, _ in rows]
+
+    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n], mask[i, :n] = torch.tensor(b["input_ids"]), 1
+            labels[i, b["prompt"]:n] = torch.tensor(b["input_ids"][b["prompt"]:])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    model = get_peft_model(load_model(base), LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
+                                                        target_modules="all-linear", task_type="CAUSAL_LM"))
+    data = [{"input_ids": ids, "prompt": min(p, len(ids) - 1)} for ids, p in zip(encoded, n_prompt)]
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=hp.batch_size, num_train_epochs=1, learning_rate=hp.learning_rate,
+                                 report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, remove_unused_columns=False,
+                                 dataloader_num_workers=0, disable_tqdm=True)
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
+        started = time.perf_counter()
+        trainer.train()
+        hf_s = time.perf_counter() - started
+    hf_tokens = sum(len(ids) for ids in encoded)
+    return {"ours": tokens / ours.duration_s, "hf_trainer": hf_tokens / hf_s, "ours_s": ours.duration_s, "hf_trainer_s": hf_s,
+            "tokens": tokens, "rows": len(rows)}
+
+
+# -- the server ----------------------------------------------------------------------------------------
+
+def server(registry: Path, seconds: float, max_tokens: int) -> dict[str, Any]:
+    import httpx
+
+    port = _free_port()
+    env = os.environ | {"CHATBOT_THREADS": str(threads())}
+    log = (registry.parent / "serve.log").open("w")
+    process = subprocess.Popen([CHATBOT, "serve", "--port", str(port), "--no-fine-tuning"], cwd=registry.parent, env=env,
+                               stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("chatbot serve did not start: " + (registry.parent / "serve.log").read_text()[-2000:])
+            time.sleep(0.3)
+        return {f"users_{users}": asyncio.run(_users(f"http://127.0.0.1:{port}/v1", users, seconds, max_tokens)) for users in (1, 8)}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+async def _users(url: str, users: int, seconds: float, max_tokens: int) -> dict[str, float]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    times: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def user(n: int) -> None:
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            await client.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": MESSAGES[(n + len(times)) % len(MESSAGES)]}],
+                                                 max_tokens=max_tokens)
+            times.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(user(n) for n in range(users)))
+    wall = time.perf_counter() - started
+    await client.close()
+    return {"requests": len(times), "rps": len(times) / wall, "p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * _p95(times)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+def ensure_llama_cpp(install: bool) -> str | None:
+    """The installed llama-cpp-python version, after installing it when asked; None without it."""
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        if not install:
+            return None
+    print(f"installing {LLAMA_CPP} (builds from source: 5–20 minutes on 2 cores)", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", LLAMA_CPP], check=True)
+    return metadata.version("llama-cpp-python")
+
+
+def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[str, Any]:
+    from chatbot.backends.local import LocalBackend
+    from chatbot.runtime.base_models import bundled_gguf, load_tokenizer, resolve_base
+    from chatbot.runtime.device import set_threads
+
+    size = QUICK if quick else FULL
+    set_threads()
+    llama_version = ensure_llama_cpp(install)
+    gguf = gguf or (bundled_gguf(base) if base == "smollm2-135m" else None)
+    llm = llama_cpp_model(gguf) if llama_version and gguf else None
+    tokenizer = load_tokenizer(base)
+    prompt = prompt_of(tokenizer, size["prompt_tokens"])
+    found: dict[str, Any] = {"measured_at": now(), "date": now(), "quick": quick, "base": base, "threads": threads(),
+                             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+                             "versions": {p: _version(p) for p in ("chatbot", "torch", "transformers", "peft", "llama-cpp-python")},
+                             "prompt_tokens": len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), "new_tokens": size["new_tokens"],
+                             "turn_tokens": size["turn_tokens"],
+                             "gguf": gguf.name if gguf else None}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        folder = Path(tmp)
+        most = max(max(size["skills"]), max(size["sessions"]))
+        print(f"making {most} adapters", flush=True)
+        adapters = make_adapters(base, folder / "adapters", most)
+
+        print("decoding at batch 1", flush=True)
+        backend = LocalBackend("cpu")
+        backend.preload(base, adapters[0])
+        ours_decode(backend, base, adapters[0], prompt, 4)  # warm-up
+        ours = median_of([ours_decode(backend, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+        plain = median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+        theirs = median_of([llama_cpp_decode(llm, prompt, size["new_tokens"]) for _ in range(size["repeats"])]) if llm else None
+        found["decode_tps"] = {"ours": ours["decode_tps"], "transformers": plain["decode_tps"], "llamacpp": theirs and theirs["decode_tps"]}
+        found["first_token_s"] = {"ours": ours["first_token_s"], "transformers": plain["first_token_s"],
+                                  "llamacpp": theirs and theirs["first_token_s"]}
+
+        print("concurrent sessions on different skills", flush=True)
+        for adapter in adapters[: max(size["sessions"])]:
+            backend.preload(base, adapter)
+        runs = {str(n): aggregate(backend, base, adapters, prompt, size["new_tokens"], n) for n in size["sessions"]}
+        found["aggregate"] = runs
+        found["batch1_tps"] = runs["1"]["tps"]
+        found["aggregate_tps_8_sessions"] = runs[str(max(size["sessions"]))]["tps"]
+        del backend
+
+        print("memory", flush=True)
+        memory = {f"skills_{n}": rss_of(base, adapters[:n], prompt) for n in size["skills"]}
+        found["rss_mb"] = {key: m["rss_mb"] for key, m in memory.items()}
+        found["rss_mb"][f"naive_{size['naive']}"] = size["naive"] * memory[f"skills_{size['skills'][0]}"]["rss_mb"]
+        found["cold_adapter_ms"] = memory[f"skills_{size['skills'][-1]}"]["cold_adapter_ms"]
+        found["skill_counts"], found["naive_count"] = list(size["skills"]), size["naive"]
+
+        print("routing and whole turns", flush=True)
+        bot_dir = folder / "bot"
+        bot_dir.mkdir()
+        registry = bot_registry(bot_dir, base, adapters[:4], size["turn_tokens"])
+        found.update(turns(registry, llm, size["turns"]))
+
+        print("training", flush=True)
+        found["train_tps"] = training(base, _training_rows(size["train_rows"], quick))
+
+        print("the server", flush=True)
+        served = server(registry, size["server_seconds"], size["server_tokens"])
+        found["server"] = {"rps_1": served["users_1"]["rps"], "rps_8": served["users_8"]["rps"], "p95_ms_1": served["users_1"]["p95_ms"],
+                           "p95_ms_8": served["users_8"]["p95_ms"], "requests": {k: v["requests"] for k, v in served.items()}}
+    found["llamacpp"] = llama_version or f"not installed: `.venv/bin/python benchmarks/run.py --install-llama-cpp` ({LLAMA_CPP}, builds 5–20 min)"
+    return found
+
+
+def _training_rows(n: int, quick: bool) -> list[tuple[str, str]]:
+    if JOB_NER.exists():
+        rows = [json.loads(line) for line in JOB_NER.read_text(encoding="utf-8").splitlines() if line.strip()][:n]
+        return [(r["prompt"], r["completion"]) for r in rows]
+    if not quick:
+        raise SystemExit(f"{JOB_NER}: missing (the shared data sets belong beside the repository)")
+    return [(f"We need python and {i} years of experience.\n\n###\n\n", f" skills:['python']\nexperience:['{i} years'] END") for i in range(n)]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _ratio(ours: float | None, baseline: float | None) -> str:
+    return f"{ours / baseline:.2f}×" if ours and baseline else "-"
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render(d: dict[str, Any]) -> str:
+    dec, first, agg, rss, counts = d["decode_tps"], d["first_token_s"], d["aggregate"], d["rss_mb"], d["skill_counts"]
+    one, naive = rss[f"skills_{counts[0]}"], rss[f"naive_{d['naive_count']}"]
+    llama = dec["llamacpp"]
+    size = "a quick run (small sizes, not the goals' settings)" if d["quick"] else "the goals' settings"
+    lines = [
+        f"One run of `benchmarks/run.py` ({size}) on {d['machine']['cpus']} CPU cores ({d['machine']['processor']}, {d['machine']['platform']}), "
+        f"{d['threads']} threads; base `{d['base']}`; chatbot {d['versions']['chatbot']}, torch {d['versions']['torch']}, "
+        f"transformers {d['versions']['transformers']}, peft {d['versions']['peft']}, llama.cpp: {d['llamacpp']}.",
+        "",
+        "| row | ours | baseline | ours / baseline |",
+        "|---|---|---|---|",
+        f"| decode tokens/s, batch 1, {d['prompt_tokens']}-token prompt, {d['new_tokens']} new tokens, greedy (ours: a LoRA skill) | "
+        f"**{_f(dec['ours'])}** | llama.cpp ({d['gguf'] or '-'}): {_f(llama)} · transformers fp32: {_f(dec['transformers'])} | "
+        f"{_ratio(dec['ours'], llama)} · {_ratio(dec['ours'], dec['transformers'])} |",
+        f"| time to first token, s | {_f(first['ours'], 3)} | llama.cpp: {_f(first['llamacpp'], 3)} · transformers: {_f(first['transformers'], 3)} | "
+        f"{_ratio(first['ours'], first['llamacpp'])} · {_ratio(first['ours'], first['transformers'])} |",
+    ]
+    for n, run in agg.items():
+        lines.append(f"| aggregate tokens/s, {n} concurrent request(s) on {n} different skill(s) | **{_f(run['tps'])}** | our batch 1: "
+                     f"{_f(d['batch1_tps'])} · llama.cpp batch 1: {_f(llama)} | {_ratio(run['tps'], d['batch1_tps'])} · {_ratio(run['tps'], llama)} |")
+    for n in counts[1:]:
+        lines.append(f"| resident MB with {n} skills | **{_f(rss[f'skills_{n}'], 0)}** | one skill: {_f(one, 0)} · {d['naive_count']} models "
+                     f"loaded apart: {_f(naive, 0)} | +{(rss[f'skills_{n}'] - one) / (n - 1):.1f} MB a skill |")
+    route, turn, train, srv = d["route_ms"], d["turn_s"], d["train_tps"], d["server"]
+    lines += [
+        f"| cold adapter load, ms (median) | {_f(d['cold_adapter_ms'])} | - | - |",
+        f"| routing latency p50 / p95, ms ({route['messages']} messages) | **{_f(route['p50'])}** / {_f(route['p95'])} | - | - |",
+        f"| whole turn p50, s ({turn['turns']} turns through `Bot.reply`: route + prompt + up to {d['turn_tokens']} new tokens) | **{_f(turn['ours_p50'], 3)}** | "
+        f"llama.cpp alone, same prompt and tokens: {_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_p50'], turn['llamacpp_p50'])} |",
+        f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
+        f"{_ratio(train['ours'], train['hf_trainer'])} |",
+        f"| `chatbot serve` requests/s, 1 / 8 `openai`-client users | **{_f(srv['rps_1'], 2)}** / **{_f(srv['rps_8'], 2)}** | 1 user: {_f(srv['rps_1'], 2)} | "
+        f"{_ratio(srv['rps_8'], srv['rps_1'])} |",
+        f"| `chatbot serve` p95 latency, ms, 1 / 8 users | {_f(srv['p95_ms_1'], 0)} / {_f(srv['p95_ms_8'], 0)} | - | - |",
+        "",
+        "The skills are adapters made for the benchmark (r=16 on every linear layer, random weights); `benchmarks/results.json` holds every "
+        "figure. Command: `.venv/bin/python benchmarks/run.py`",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="every row, small: a few minutes")
+    parser.add_argument("--base", default="smollm2-135m", help="base model (default: the bundled SmolLM2; llama.cpp reads its GGUF)")
+    parser.add_argument("--gguf", type=Path, help="the GGUF llama.cpp runs (default: the bundled base's)")
+    parser.add_argument("--install-llama-cpp", action="store_true", help=f"pip install {LLAMA_CPP} first (builds from source)")
+    parser.add_argument("--out", type=Path, help="write results.json, RESULTS.md and README.md here instead of the repository")
+    parser.add_argument("--_rss", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._rss:
+        job = json.loads(args._rss)
+        print(json.dumps(rss_child(job["base"], job["adapters"], job["prompt"])))
+        return
+    data = measure(args.base, args.quick, args.install_llama_cpp, args.gguf)
+    print(publish(NAME, TITLE, data, render, Output(args.out)))
+
+
+if __name__ == "__main__":
+    main()
