@@ -9,10 +9,7 @@ that reply; the files folder holds no half-written upload; the conversations go 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,30 +19,12 @@ import pytest
 import yaml
 from bot_helpers import REGISTRY
 from environment import scaled
-from web_server import free_port
+from web_server import free_port, start_serve
 
 pytestmark = pytest.mark.slow
-CHATBOT = str(Path(sys.executable).with_name("chatbot"))
 CLIENTS = 20
 KILL_AFTER_REPLIES = 60
 MESSAGES = [m for skill in REGISTRY["skills"].values() for m in skill["routing_examples"]] + REGISTRY["router"]["out_of_scope"]
-
-
-def _start(folder: Path, port: int, db: str) -> subprocess.Popen[bytes]:
-    log = (folder / "serve.log").open("a")
-    process = subprocess.Popen([CHATBOT, "serve", "--port", str(port), "--db", db], cwd=folder, stdout=subprocess.DEVNULL, stderr=log,
-                               env=os.environ | {"CHATBOT_THREADS": "1"})
-    deadline = time.monotonic() + scaled(180)
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("chatbot serve did not start: " + (folder / "serve.log").read_text()[-3000:])
-        time.sleep(0.3)
 
 
 class _Conversation(threading.Thread):
@@ -114,7 +93,7 @@ def test_a_server_killed_under_load_loses_no_turn_it_answered(db_url: str, tmp_p
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(registry))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _start(tmp_path, port, db_url)
+    server = start_serve(tmp_path, port, "--db", db_url)
     stop = threading.Event()
     clients = [_Conversation(url, n, stop) for n in range(CLIENTS)]
     try:
@@ -138,7 +117,7 @@ def test_a_server_killed_under_load_loses_no_turn_it_answered(db_url: str, tmp_p
         if server.poll() is None:
             server.kill()
 
-    server = _start(tmp_path, port, db_url)
+    server = start_serve(tmp_path, port, "--db", db_url)
     try:
         answered = 0
         for client in clients:

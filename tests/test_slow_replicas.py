@@ -6,9 +6,6 @@ cancel sent to one replica stops a job that another one trains."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,31 +18,13 @@ import pytest
 import yaml
 from bot_helpers import write_adapter_registry
 from environment import scaled
-from web_server import free_port
+from web_server import free_port, start_serve
 
 pytestmark = pytest.mark.slow
-CHATBOT = str(Path(sys.executable).with_name("chatbot"))
 REPLICAS = 2
 ROWS = [{"prompt": f"{text}\n\n###\n\n", "completion": f" {label} END"} for text, label in [
     ("The battery died after a day.", "negative"), ("Great bike, rides like new!", "positive"),
     ("Terrible service, still broken.", "negative"), ("I love my new helmet.", "positive")]]
-
-
-def _start(folder: Path, port: int, db: str, base: str) -> subprocess.Popen[bytes]:
-    log = (folder / f"serve-{port}.log").open("a")
-    process = subprocess.Popen([CHATBOT, "serve", "--port", str(port), "--db", db, "--base-model", base], cwd=folder,
-                               stdout=subprocess.DEVNULL, stderr=log, env=os.environ | {"CHATBOT_THREADS": "1"})
-    deadline = time.monotonic() + scaled(180)
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("chatbot serve did not start: " + (folder / f"serve-{port}.log").read_text()[-3000:])
-        time.sleep(0.3)
 
 
 @pytest.fixture
@@ -59,7 +38,7 @@ def replicas(postgres_url: str, tiny_adapters: tuple[str, str, str], tmp_path: P
     servers = []
     try:
         for port in ports:
-            servers.append(_start(tmp_path, port, db, base))
+            servers.append(start_serve(tmp_path, port, "--db", db, "--base-model", base))
         yield [f"http://127.0.0.1:{port}" for port in ports], base, tmp_path, [server.pid for server in servers]
     finally:
         for server in servers:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,28 @@ import httpx
 import pytest
 import uvicorn
 from environment import scaled
+
+CHATBOT = str(Path(sys.executable).with_name("chatbot"))
+
+
+def start_serve(folder: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
+    """`chatbot serve --port PORT OPTIONS…` in *folder*, one thread, once `/readyz` answers; the caller stops (or kills) it.
+
+    Its stderr goes to ``serve-PORT.log`` there, appended across restarts."""
+    log = folder / f"serve-{port}.log"
+    process = subprocess.Popen([CHATBOT, "serve", "--port", str(port), *options], cwd=folder, stdout=subprocess.DEVNULL,
+                               stderr=log.open("a"), env=os.environ | {"CHATBOT_THREADS": "1"})
+    deadline = time.monotonic() + scaled(180)
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("chatbot serve did not start: " + log.read_text()[-3000:])
+        time.sleep(0.3)
 
 
 def free_port() -> int:
