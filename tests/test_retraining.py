@@ -108,5 +108,5 @@ def test_retraining_while_a_bot_holds_the_skill_serves_the_new_adapter(tiny_base
         stop.set()
         asker.join()
     assert not failures
-    model = bot.backend_for(bot.registry.get("shop"))._models[tiny_base]
-    assert len(model.peft_config) == 1  # the old adapter was deleted, not kept beside the new one
+    slots = bot.backend_for(bot.registry.get("shop"))._bases[tiny_base].slots
+    assert len(slots.resident()) == 1  # the new weights took the old adapter's slot, not a second one

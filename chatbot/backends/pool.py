@@ -6,17 +6,25 @@ for every local skill, one OpenAI client per server, key variable and API style.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping
 
 from chatbot.backends.base import Backend
 from chatbot.registry import Skill
 
+ENGINE_ENV = "CHATBOT_ENGINE"
+
 
 def _local(_: Skill) -> Backend:
-    from chatbot.backends.local import LocalBackend
+    """The batched engine; ``CHATBOT_ENGINE=reference``: the plain peft path, one request at a time."""
+    if os.environ.get(ENGINE_ENV, "batched") == "reference":
+        from chatbot.backends.local import LocalBackend
 
-    return LocalBackend()
+        return LocalBackend()
+    from chatbot.backends.batched import BatchedBackend
+
+    return BatchedBackend()
 
 
 def _openai(skill: Skill) -> Backend:

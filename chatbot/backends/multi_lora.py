@@ -1,0 +1,177 @@
+"""Many LoRA adapters on one base model, each row of a batch with its own (punica's and LoRAX's
+gathered matmuls, here on the CPU too).
+
+Every linear layer an adapter targets is wrapped in :class:`MultiLoraLinear`, which holds the A and
+B matrices of every *resident* adapter stacked by slot. :class:`AdapterSlots` decides which adapter
+sits in which slot: it loads an adapter's peft files on demand into a free slot and, when all are
+taken, evicts the least recently used one that no running request holds (LoRAX's dynamic adapter
+loading), so the number of registered skills is not bounded by memory. A forward pass reads the slot
+of each row (slot 0: no adapter) and adds ``(x A_row^T) B_row^T · scale_row`` with two batched
+matmuls, whatever mix of adapters the batch holds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from chatbot.errors import ServerFault
+
+PEFT_PREFIX = "base_model.model."
+
+
+class MultiLoraLinear(nn.Module):
+    """A base linear layer plus the LoRA of each row's adapter."""
+
+    def __init__(self, base: nn.Linear, slots: AdapterSlots) -> None:
+        super().__init__()
+        self.base = base
+        self.slots = slots
+        device = base.weight.device
+        self.a = torch.zeros(1, slots.rank, base.in_features, dtype=slots.dtype, device=device)  # slot 0: no adapter; more as adapters come
+        self.b = torch.zeros(1, base.out_features, slots.rank, dtype=slots.dtype, device=device)
+
+    def grow(self, slots: int) -> None:
+        """Room for *slots* slots (slot 0 included), keeping those held."""
+        for field in ("a", "b"):
+            old = getattr(self, field)
+            new = torch.zeros(slots, *old.shape[1:], dtype=old.dtype, device=old.device)
+            new[: old.shape[0]] = old
+            setattr(self, field, new)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        rows = self.slots.rows
+        if rows is None:
+            return y
+        a = self.a.index_select(0, rows).to(x.dtype)  # [batch, r, in]
+        b = self.b.index_select(0, rows).to(x.dtype)  # [batch, out, r]
+        scale = self.slots.scale.index_select(0, rows).to(x.dtype).view(-1, 1, 1)
+        return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * scale
+
+
+class AdapterSlots:
+    """Which adapter sits in which slot of every :class:`MultiLoraLinear` of one model; an LRU cache.
+
+    *capacity* adapters are resident at most; *dtype* is how their weights are kept (float32: the
+    same numbers as peft; bfloat16: half the memory a skill costs).
+    """
+
+    def __init__(self, model: nn.Module, *, capacity: int = 16, rank: int = 16, dtype: torch.dtype = torch.float32) -> None:
+        self.capacity, self.rank, self.dtype = capacity, rank, dtype
+        self.scale = torch.zeros(capacity + 1, device=next(model.parameters()).device)
+        self.allocated = 1  # slots in memory, slot 0 included: they double as adapters come, up to capacity + 1
+        self.rows: torch.Tensor | None = None  # the slot of each row of the batch being run; None: no adapter in it
+        self._where: OrderedDict[str, tuple[int, tuple[int, ...] | None]] = OrderedDict()  # adapter folder -> (slot, files' stamp), LRU order
+        self._held: dict[int, int] = {}  # slot -> requests using it
+        self._lock = threading.Lock()
+        self.layers: dict[str, MultiLoraLinear] = {}
+        self.loads = 0  # adapters loaded from disk so far (a reload after an eviction counts)
+        for name, module in list(model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear) and not _is_head(name, child_name):
+                    wrapped = MultiLoraLinear(child, self)
+                    setattr(module, child_name, wrapped)
+                    self.layers[f"{name}.{child_name}" if name else child_name] = wrapped
+
+    def resident(self) -> list[str]:
+        """The adapters in memory, least recently used first."""
+        return list(self._where)
+
+    def acquire(self, adapter: str | None, stamp: tuple[int, ...] | None = None) -> int:
+        """The slot of *adapter* (0 for none), loading it if needed; held until :meth:`release`."""
+        if adapter is None:
+            return 0
+        with self._lock:
+            found = self._where.get(adapter)
+            if found is not None and (stamp is None or found[1] == stamp):
+                self._where.move_to_end(adapter)
+                slot = found[0]
+            else:
+                slot = found[0] if found is not None and not self._held.get(found[0]) else self._free_slot()
+                if found is not None:
+                    del self._where[adapter]
+                self._load(adapter, slot)
+                self._where[adapter] = (slot, stamp)
+            self._held[slot] = self._held.get(slot, 0) + 1
+            return slot
+
+    def release(self, slot: int) -> None:
+        if slot:
+            with self._lock:
+                self._held[slot] -= 1
+
+    def _free_slot(self) -> int:
+        used = {slot for slot, _ in self._where.values()}
+        for slot in range(1, self.allocated):
+            if slot not in used:
+                return slot
+        if self.allocated < self.capacity + 1:
+            slot, self.allocated = self.allocated, min(self.capacity + 1, 2 * self.allocated)
+            for layer in self.layers.values():
+                layer.grow(self.allocated)
+            return slot
+        for adapter, (slot, _) in self._where.items():  # least recently used first
+            if not self._held.get(slot):
+                del self._where[adapter]
+                return slot
+        raise ServerFault(f"all {self.capacity} adapter slots are in use by running requests",
+                          hint="raise CHATBOT_ADAPTER_SLOTS or lower the batch size")
+
+    def _load(self, adapter: str, slot: int) -> None:
+        from safetensors.torch import load_file
+
+        folder = Path(adapter)
+        try:
+            config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+            weights = load_file(folder / "adapter_model.safetensors")
+        except FileNotFoundError:
+            raise ServerFault(f"{adapter}: no adapter there (adapter_config.json or adapter_model.safetensors missing)",
+                              hint="train the skill with `chatbot train`") from None
+        if config.get("use_dora") or config.get("modules_to_save"):
+            raise ServerFault(f"{adapter}: DoRA and modules_to_save are not supported by the batched engine",
+                              hint="use the reference engine: CHATBOT_ENGINE=reference")
+        rank, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
+        if rank > self.rank:
+            raise ServerFault(f"{adapter}: LoRA rank {rank} is above the engine's {self.rank}", hint="set CHATBOT_MAX_LORA_RANK")
+        for layer in self.layers.values():
+            layer.a[slot].zero_()
+            layer.b[slot].zero_()
+        for key, tensor in weights.items():
+            name = key.removeprefix(PEFT_PREFIX)
+            for part, field in ((".lora_A.weight", "a"), (".lora_B.weight", "b")):
+                if name.endswith(part):
+                    layer = self.layers.get(name.removesuffix(part))
+                    if layer is None:
+                        raise ServerFault(f"{adapter}: {key} targets no linear layer of the base model", hint="was it trained on another base?")
+                    target = getattr(layer, field)[slot]
+                    if field == "a":
+                        target[:rank].copy_(tensor)
+                    else:
+                        target[:, :rank].copy_(tensor)
+        self.scale[slot] = alpha / (rank ** 0.5 if config.get("use_rslora") else rank)
+        self.loads += 1
+
+
+def _is_head(parent: str, child: str) -> bool:
+    """The output layer, which peft's ``all-linear`` leaves out."""
+    return child in ("lm_head", "embed_out") and parent in ("", "model")
+
+
+def memory_mb(slots: AdapterSlots) -> float:
+    """What the slots take, in MB."""
+    return sum(layer.a.numel() * layer.a.element_size() + layer.b.numel() * layer.b.element_size() for layer in slots.layers.values()) / 2**20
+
+
+def unwrap(model: Any) -> None:
+    """Put the base linear layers back (the reverse of wrapping by :class:`AdapterSlots`)."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, MultiLoraLinear):
+                setattr(module, child_name, child.base)

@@ -1,0 +1,94 @@
+"""The batched engine against the reference path (LocalBackend: peft, one request at a time): the
+same greedy tokens alone and in a batch of different adapters, one batch for requests that come
+together, and an adapter cache that evicts and loads again correctly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ADAPTER_ANSWERS, ADAPTER_PROMPTS
+
+from chatbot.backends.base import GenerationRequest
+from chatbot.backends.batched import BatchedBackend
+from chatbot.backends.local import LocalBackend
+
+MORE_PROMPTS = ["Do you repair e-bikes?\n\n###\n\n", "Tell me about the shop", "x"]
+
+
+@pytest.fixture(scope="module")
+def reference() -> LocalBackend:
+    return LocalBackend("cpu")
+
+
+def _requests(base: str, adapters: list[str | None], **settings) -> list[GenerationRequest]:  # noqa: ANN003
+    return [GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, **({"max_tokens": 12, "stop": [" END"]} | settings))
+            for adapter in adapters for prompt in ADAPTER_PROMPTS + MORE_PROMPTS]
+
+
+def _shown(completion):  # noqa: ANN001, ANN202 - everything but the time it waited, log-probabilities to 4 decimals
+    found = completion.model_dump(exclude={"queued_ms"})
+    if found["logprobs"]:
+        found["logprobs"]["token_logprobs"] = [round(x, 4) for x in found["logprobs"]["token_logprobs"]]
+        found["logprobs"]["top_logprobs"] = [{k: round(v, 4) for k, v in top.items()} for top in found["logprobs"]["top_logprobs"]]
+    return found
+
+
+def test_alone_each_request_gets_the_reference_tokens(tiny_adapters: tuple[str, str, str], reference: LocalBackend) -> None:
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu")
+    for request in _requests(base, [a, b, None]) + _requests(base, [a], logprobs=2, stop=[]):
+        assert _shown(engine.complete(request)) == _shown(reference.complete(request)), request
+    assert engine.complete(GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])).text == ADAPTER_ANSWERS["a"][0]
+
+
+def test_requests_on_different_adapters_share_one_batch(tiny_adapters: tuple[str, str, str], reference: LocalBackend) -> None:
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu", max_batch=16)
+    requests = _requests(base, [a, b, None])  # 15 requests: three adapters (or none), prompts of different lengths
+    together = engine.complete_many(requests)
+    assert engine.batches == [len(requests)]  # one batch
+    assert [c.text for c in together] == [reference.complete(r).text for r in requests]
+    assert [c.completion_tokens for c in together] == [reference.complete(r).completion_tokens for r in requests]
+    assert [c.finish_reason for c in together] == [reference.complete(r).finish_reason for r in requests]
+    streamed = [list(engine.stream(r)) for r in requests[:2]]
+    assert ["".join(pieces) for pieces in streamed] == [c.text for c in together[:2]]
+
+
+def test_a_full_batch_waits_for_the_next(tiny_adapters: tuple[str, str, str]) -> None:
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu", max_batch=4)
+    answers = engine.complete_many(_requests(base, [a, b]))
+    assert engine.batches == [4, 4, 2] and len(answers) == 10
+
+
+def test_the_adapter_cache_evicts_the_least_recent_and_loads_it_again(tiny_adapters: tuple[str, str, str], tmp_path: Path,
+                                                                       reference: LocalBackend) -> None:
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu", adapter_slots=1)
+    ask = {name: GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=path, max_tokens=8, stop=[" END"])
+           for name, path in (("a", a), ("b", b))}
+    for name in ("a", "b", "a"):
+        assert engine.complete(ask[name]).text == ADAPTER_ANSWERS[name][0]
+    slots = engine._bases[base].slots
+    assert slots.loads == 3 and slots.resident() == [str(Path(a).resolve())]  # b went out when a came back
+    both = engine.complete_many([ask["a"], ask["b"]])  # one slot, two adapters: one batch each
+    assert [c.text for c in both] == [ADAPTER_ANSWERS["a"][0], ADAPTER_ANSWERS["b"][0]] and engine.batches[-2:] == [1, 1]
+
+    moved = tmp_path / "skill"  # a skill retrained under the same folder: the new weights answer
+    shutil.copytree(a, moved)
+    request = GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=str(moved), max_tokens=8, stop=[" END"])
+    assert engine.complete(request).text == ADAPTER_ANSWERS["a"][0]
+    shutil.rmtree(moved)
+    shutil.copytree(b, moved)
+    assert engine.complete(request).text == ADAPTER_ANSWERS["b"][0] == reference.complete(request).text
+
+
+def test_a_missing_adapter_is_an_error_for_its_request_only(tiny_adapters: tuple[str, str, str], tmp_path: Path) -> None:
+    base, a, _ = tiny_adapters
+    engine = BatchedBackend("cpu")
+    with pytest.raises(Exception, match="no adapter there"):
+        engine.complete(GenerationRequest(prompt="hi", base_model=base, adapter=str(tmp_path / "nothing")))
+    assert engine.complete(GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])).text == ADAPTER_ANSWERS["a"][0]
+    assert engine.count_tokens(base, "hello there") > 0
