@@ -48,6 +48,7 @@ LLAMA_CPP = "llama-cpp-python==0.3.36"
 JOB_NER = SHARED / "data" / "job-ner" / "train.jsonl"
 FULL = {"prompt_tokens": 200, "new_tokens": 128, "sessions": (1, 4, 8), "skills": (1, 20, 200), "naive": 20, "route_messages": 200,
         "turns": 10, "turn_tokens": 32, "train_rows": 60, "server_seconds": 30.0, "server_tokens": 16, "repeats": 3}
+DECODERS = ("ours", "ours_int8", "reference", "transformers", "llamacpp")
 QUICK = {"prompt_tokens": 40, "new_tokens": 16, "sessions": (1, 4, 8), "skills": (1, 4, 8), "naive": 4, "route_messages": 20,
          "turns": 3, "turn_tokens": 8, "train_rows": 8, "server_seconds": 3.0, "server_tokens": 4, "repeats": 1}
 TEXT = ("The shop repairs city bikes, road bikes and e-bikes. A standard service covers the brakes, the gears, the chain and "
@@ -178,11 +179,11 @@ def rss_mb() -> float:
 
 
 def rss_child(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
-    """In a fresh process: the engine with these skills loaded and each used once."""
+    """In a fresh process: the engine with these skills registered, each asked once (its adapter loaded, or evicted later)."""
     from chatbot.backends.base import GenerationRequest
-    from chatbot.backends.local import LocalBackend
+    from chatbot.backends.batched import BatchedBackend
 
-    backend = LocalBackend("cpu")
+    backend = BatchedBackend("cpu")
     backend.preload(base)
     cold = []
     for adapter in adapters:
@@ -360,6 +361,7 @@ def ensure_llama_cpp(install: bool) -> str | None:
 
 
 def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[str, Any]:
+    from chatbot.backends.batched import ADAPTER_SLOTS, BatchedBackend
     from chatbot.backends.local import LocalBackend
     from chatbot.runtime.base_models import bundled_gguf, load_tokenizer, resolve_base
     from chatbot.runtime.device import set_threads
@@ -384,24 +386,29 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         adapters = make_adapters(base, folder / "adapters", most)
 
         print("decoding at batch 1", flush=True)
-        backend = LocalBackend("cpu")
-        backend.preload(base, adapters[0])
-        ours_decode(backend, base, adapters[0], prompt, 4)  # warm-up
-        ours = median_of([ours_decode(backend, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
-        plain = median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"]) for _ in range(size["repeats"])])
-        theirs = median_of([llama_cpp_decode(llm, prompt, size["new_tokens"]) for _ in range(size["repeats"])]) if llm else None
-        found["decode_tps"] = {"ours": ours["decode_tps"], "transformers": plain["decode_tps"], "llamacpp": theirs and theirs["decode_tps"]}
-        found["first_token_s"] = {"ours": ours["first_token_s"], "transformers": plain["first_token_s"],
-                                  "llamacpp": theirs and theirs["first_token_s"]}
+        engines = {"ours": BatchedBackend("cpu"), "ours_int8": BatchedBackend("cpu", quantize="int8"), "reference": LocalBackend("cpu")}
+        decoded = {}
+        for name, engine in engines.items():
+            engine.preload(base, adapters[0])
+            ours_decode(engine, base, adapters[0], prompt, 4)  # warm-up
+            decoded[name] = median_of([ours_decode(engine, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+        decoded["transformers"] = median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+        if llm:
+            decoded["llamacpp"] = median_of([llama_cpp_decode(llm, prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+        found["decode_tps"] = {name: decoded[name]["decode_tps"] if name in decoded else None for name in DECODERS}
+        found["first_token_s"] = {name: decoded[name]["first_token_s"] if name in decoded else None for name in DECODERS}
 
         print("concurrent sessions on different skills", flush=True)
-        for adapter in adapters[: max(size["sessions"])]:
-            backend.preload(base, adapter)
-        runs = {str(n): aggregate(backend, base, adapters, prompt, size["new_tokens"], n) for n in size["sessions"]}
-        found["aggregate"] = runs
+        found["aggregate"] = {}
+        for name in ("ours", "ours_int8", "reference"):
+            engine = engines[name]
+            for adapter in adapters[: max(size["sessions"])]:
+                engine.preload(base, adapter)
+            found["aggregate"][name] = {str(n): aggregate(engine, base, adapters, prompt, size["new_tokens"], n) for n in size["sessions"]}
+        runs = found["aggregate"]["ours"]
         found["batch1_tps"] = runs["1"]["tps"]
         found["aggregate_tps_8_sessions"] = runs[str(max(size["sessions"]))]["tps"]
-        del backend
+        del engines
 
         print("memory", flush=True)
         memory = {f"skills_{n}": rss_of(base, adapters[:n], prompt) for n in size["skills"]}
@@ -409,6 +416,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["rss_mb"][f"naive_{size['naive']}"] = size["naive"] * memory[f"skills_{size['skills'][0]}"]["rss_mb"]
         found["cold_adapter_ms"] = memory[f"skills_{size['skills'][-1]}"]["cold_adapter_ms"]
         found["skill_counts"], found["naive_count"] = list(size["skills"]), size["naive"]
+        found["adapter_slots"] = ADAPTER_SLOTS
 
         print("routing and whole turns", flush=True)
         bot_dir = folder / "bot"
@@ -463,17 +471,27 @@ def render(d: dict[str, Any]) -> str:
         "",
         "| row | ours | baseline | ours / baseline |",
         "|---|---|---|---|",
-        f"| decode tokens/s, batch 1, {d['prompt_tokens']}-token prompt, {d['new_tokens']} new tokens, greedy (ours: a LoRA skill) | "
-        f"**{_f(dec['ours'])}** | llama.cpp ({d['gguf'] or '-'}): {_f(llama)} · transformers fp32: {_f(dec['transformers'])} | "
-        f"{_ratio(dec['ours'], llama)} · {_ratio(dec['ours'], dec['transformers'])} |",
-        f"| time to first token, s | {_f(first['ours'], 3)} | llama.cpp: {_f(first['llamacpp'], 3)} · transformers: {_f(first['transformers'], 3)} | "
+        f"| decode tokens/s, batch 1, {d['prompt_tokens']}-token prompt, {d['new_tokens']} new tokens, greedy, a LoRA skill: "
+        f"the batched engine (the default) | **{_f(dec['ours'])}** | llama.cpp ({d['gguf'] or '-'}): {_f(llama)} · transformers fp32 "
+        f"(no adapter): {_f(dec['transformers'])} | {_ratio(dec['ours'], llama)} · {_ratio(dec['ours'], dec['transformers'])} |",
+        f"| the same, base in int8 (`CHATBOT_ENGINE_QUANT=int8`) | **{_f(dec['ours_int8'])}** | llama.cpp: {_f(llama)} · transformers: "
+        f"{_f(dec['transformers'])} | {_ratio(dec['ours_int8'], llama)} · {_ratio(dec['ours_int8'], dec['transformers'])} |",
+        f"| the same, reference engine (peft, one request at a time: `CHATBOT_ENGINE=reference`) | {_f(dec['reference'])} | llama.cpp: "
+        f"{_f(llama)} | {_ratio(dec['reference'], llama)} |",
+        f"| time to first token, s (batched · int8 · reference) | {_f(first['ours'], 3)} · {_f(first['ours_int8'], 3)} · "
+        f"{_f(first['reference'], 3)} | llama.cpp: {_f(first['llamacpp'], 3)} · transformers: {_f(first['transformers'], 3)} | "
         f"{_ratio(first['ours'], first['llamacpp'])} · {_ratio(first['ours'], first['transformers'])} |",
     ]
-    for n, run in agg.items():
-        lines.append(f"| aggregate tokens/s, {n} concurrent request(s) on {n} different skill(s) | **{_f(run['tps'])}** | our batch 1: "
-                     f"{_f(d['batch1_tps'])} · llama.cpp batch 1: {_f(llama)} | {_ratio(run['tps'], d['batch1_tps'])} · {_ratio(run['tps'], llama)} |")
+    labels = {"ours": "batched", "ours_int8": "batched, int8", "reference": "reference"}
+    for engine, runs in agg.items():
+        own = runs["1"]["tps"]
+        for n, run in runs.items():
+            if n != "1":
+                lines.append(f"| aggregate tokens/s, {n} concurrent requests on {n} different skills ({labels[engine]}) | **{_f(run['tps'])}** | "
+                             f"its batch 1: {_f(own)} · llama.cpp batch 1: {_f(llama)} | {_ratio(run['tps'], own)} · {_ratio(run['tps'], llama)} |")
     for n in counts[1:]:
-        lines.append(f"| resident MB with {n} skills | **{_f(rss[f'skills_{n}'], 0)}** | one skill: {_f(one, 0)} · {d['naive_count']} models "
+        lines.append(f"| resident MB with {n} skills (at most {d['adapter_slots']} adapters resident) | **{_f(rss[f'skills_{n}'], 0)}** | "
+                     f"one skill: {_f(one, 0)} · {d['naive_count']} models "
                      f"loaded apart: {_f(naive, 0)} | +{(rss[f'skills_{n}'] - one) / (n - 1):.1f} MB a skill |")
     route, turn, train, srv = d["route_ms"], d["turn_s"], d["train_tps"], d["server"]
     lines += [

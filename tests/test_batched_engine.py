@@ -92,3 +92,17 @@ def test_a_missing_adapter_is_an_error_for_its_request_only(tiny_adapters: tuple
         engine.complete(GenerationRequest(prompt="hi", base_model=base, adapter=str(tmp_path / "nothing")))
     assert engine.complete(GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])).text == ADAPTER_ANSWERS["a"][0]
     assert engine.count_tokens(base, "hello there") > 0
+
+
+def test_int8_weights_still_give_each_adapter_its_answers(tiny_adapters: tuple[str, str, str]) -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu", quantize="int8")
+    answers = engine.complete_many([GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=8, stop=[" END"])
+                                    for adapter in (a, b) for prompt in ADAPTER_PROMPTS])
+    assert [c.text for c in answers] == ADAPTER_ANSWERS["a"] + ADAPTER_ANSWERS["b"]
+    layers = engine._bases[base].slots.layers.values()
+    assert layers and all(isinstance(layer.base, Int8Linear) for layer in layers)
+    with pytest.raises(Exception, match="int8"):
+        BatchedBackend("cpu", quantize="int4")

@@ -138,7 +138,8 @@ def test_epoch_selection_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
     assert set(found["mean"]) == set(shelf["policies"]) and isinstance(found["default_never_worse_than_last"], bool)
 
 
-RUN_KEYS = {"decode_tps": {"ours", "llamacpp", "transformers"}, "first_token_s": {"ours", "llamacpp", "transformers"},
+DECODERS = {"ours", "ours_int8", "reference", "llamacpp", "transformers"}
+RUN_KEYS = {"decode_tps": DECODERS, "first_token_s": DECODERS, "aggregate": {"ours", "ours_int8", "reference"},
             "route_ms": {"p50", "p95", "messages"}, "turn_s": {"ours_p50", "ours_p95", "llamacpp_p50", "turns"},
             "train_tps": {"ours", "hf_trainer", "ours_s", "hf_trainer_s", "tokens", "rows"}}
 
@@ -150,8 +151,9 @@ def test_run_quick_on_the_tiny_model_writes_every_row_and_key(tiny_base: str, tm
         assert set(found[key]) == inner, key
     assert found["rss_mb"].keys() == {"skills_1", "skills_4", "skills_8", "naive_4"} and all(v > 0 for v in found["rss_mb"].values())
     assert set(found["server"]) >= {"rps_1", "rps_8", "p95_ms_8"} and found["server"]["requests"]["users_8"] > 0
-    assert found["aggregate"].keys() == {"1", "4", "8"} and found["aggregate_tps_8_sessions"] > 0 and found["batch1_tps"] > 0
+    assert all(runs.keys() == {"1", "4", "8"} for runs in found["aggregate"].values())
+    assert found["aggregate_tps_8_sessions"] > 0 and found["batch1_tps"] > 0
     assert found["decode_tps"]["ours"] > 0 and found["train_tps"]["ours"] > 0 and found["train_tps"]["hf_trainer"] > 0
     assert {"machine", "date", "versions"} <= found.keys()
     shown = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert shown.count("| resident MB with") == 2 and "HF Trainer" in shown and "aggregate tokens/s, 8 concurrent" in shown
+    assert shown.count("| resident MB with") == 2 and "HF Trainer" in shown and shown.count("aggregate tokens/s, 8 concurrent") == 3

@@ -16,7 +16,6 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -162,16 +161,3 @@ class AdapterSlots:
 def _is_head(parent: str, child: str) -> bool:
     """The output layer, which peft's ``all-linear`` leaves out."""
     return child in ("lm_head", "embed_out") and parent in ("", "model")
-
-
-def memory_mb(slots: AdapterSlots) -> float:
-    """What the slots take, in MB."""
-    return sum(layer.a.numel() * layer.a.element_size() + layer.b.numel() * layer.b.element_size() for layer in slots.layers.values()) / 2**20
-
-
-def unwrap(model: Any) -> None:
-    """Put the base linear layers back (the reverse of wrapping by :class:`AdapterSlots`)."""
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, MultiLoraLinear):
-                setattr(module, child_name, child.base)
