@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import ADAPTER_ANSWERS, ADAPTER_PROMPTS
 
-from chatbot.backends.base import GenerationRequest
-from chatbot.backends.batched import BatchedBackend
+from chatbot.backends.base import GenerationRequest, drain
+from chatbot.backends.batched import BatchedBackend, _relay
 from chatbot.backends.local import LocalBackend
 
 MORE_PROMPTS = ["Do you repair e-bikes?\n\n###\n\n", "Tell me about the shop", "x"]
@@ -88,8 +88,14 @@ def test_the_adapter_cache_evicts_the_least_recent_and_loads_it_again(tiny_adapt
 def test_a_missing_adapter_is_an_error_for_its_request_only(tiny_adapters: tuple[str, str, str], tmp_path: Path) -> None:
     base, a, _ = tiny_adapters
     engine = BatchedBackend("cpu")
+    missing = GenerationRequest(prompt="hi", base_model=base, adapter=str(tmp_path / "nothing"))
     with pytest.raises(Exception, match="no adapter there"):
-        engine.complete(GenerationRequest(prompt="hi", base_model=base, adapter=str(tmp_path / "nothing")))
+        engine.complete(missing)
+    good = GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])
+    [failed, answered] = engine._submit([missing, good])  # in one batch: the good one is answered
+    with pytest.raises(Exception, match="no adapter there"):
+        drain(_relay(failed))
+    assert drain(_relay(answered)).text == ADAPTER_ANSWERS["a"][0]
     assert engine.complete(GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])).text == ADAPTER_ANSWERS["a"][0]
     assert engine.count_tokens(base, "hello there") > 0
 
@@ -106,3 +112,18 @@ def test_int8_weights_still_give_each_adapter_its_answers(tiny_adapters: tuple[s
     assert layers and all(isinstance(layer.base, Int8Linear) for layer in layers)
     with pytest.raises(Exception, match="int8"):
         BatchedBackend("cpu", quantize="int4")
+
+
+def test_a_stream_left_early_stops_its_row(tiny_base: str, reference: LocalBackend) -> None:
+    from chatbot.backends.base import Completion
+
+    engine = BatchedBackend("cpu")
+    request = GenerationRequest(prompt="x", base_model=tiny_base, max_tokens=500, stop=[])
+    assert engine.complete(request).completion_tokens == 500  # read to the end, it runs that long
+    [job] = engine._submit([request])
+    stream = _relay(job)
+    next(stream)
+    stream.close()  # the client went away
+    while not isinstance(item := job.out.get(timeout=60), Completion):
+        pass
+    assert item.completion_tokens < 500 and item.finish_reason == "stop"

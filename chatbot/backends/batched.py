@@ -38,6 +38,7 @@ class _Job:
     request: GenerationRequest
     out: queue.Queue[Any] = field(default_factory=queue.Queue)  # pieces, then the Completion (or an exception)
     asked: float = field(default_factory=time.perf_counter)
+    abandoned: bool = False  # the caller stopped reading: its row ends at the next step
 
 
 class _Base:
@@ -146,13 +147,19 @@ class BatchedBackend:
 
         started = time.perf_counter()
         slots: list[int] = []
+        running: list[_Job] = []
         try:
             for job in jobs:
-                slots.append(base.slots.acquire(_folder(job.request.adapter), _checked_stamp(job.request.adapter))
-                             if job.request.adapter else 0)
-            self.batches = [*self.batches[-999:], len(jobs)]
-            with torch.inference_mode():
-                self._decode(base, jobs, slots, started)
+                try:
+                    slots.append(base.slots.acquire(_folder(job.request.adapter), _checked_stamp(job.request.adapter))
+                                 if job.request.adapter else 0)
+                    running.append(job)
+                except Exception as exc:  # noqa: BLE001 - a missing or bad adapter fails its own request, not the batch
+                    job.out.put(exc)
+            if running:
+                self.batches = [*self.batches[-999:], len(running)]
+                with torch.inference_mode():
+                    self._decode(base, running, slots, started)
         finally:
             for slot in slots:
                 base.slots.release(slot)
@@ -208,6 +215,9 @@ class _Row:
         """Choose this row's next token from *logits*, stream what can be shown, end the row when it is
         done (its Completion goes out at once, not when the batch ends); return the token to feed next."""
         request = self.request
+        if self.job.abandoned:
+            self._end(base, "stop")
+            return base.tokenizer.pad_token_id
         token = _sample(logits, request.temperature, request.top_p, self.generator)
         if request.logprobs is not None:
             self.scored.append(_token_logprobs(logits, token, request.logprobs, base.tokenizer))
@@ -252,14 +262,20 @@ def _int8(model: Any, device: str) -> None:
 
 
 def _relay(job: _Job) -> CompletionStream:
-    while True:
-        item = job.out.get()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, BaseException):
-            raise item
-        else:
-            return item
+    done = False
+    try:
+        while True:
+            item = job.out.get()
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, BaseException):
+                done = True
+                raise item
+            else:
+                done = True
+                return item
+    finally:
+        job.abandoned = not done
 
 
 def _folder(adapter: str | None) -> str:
