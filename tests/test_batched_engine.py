@@ -58,7 +58,7 @@ def test_requests_on_different_adapters_share_one_batch(tiny_adapters: tuple[str
     engine = BatchedBackend("cpu", max_batch=16)
     requests = _requests(base, [a, b, None])  # 15 requests: three adapters (or none), prompts of different lengths
     together = engine.complete_many(requests)
-    assert engine.batches == [len(requests)]  # one batch
+    assert engine.joins == [len(requests)] and max(engine.steps) >= len(requests) - 2  # one batch (a row or two end at once)
     assert [c.text for c in together] == [reference.complete(r).text for r in requests]
     assert [c.completion_tokens for c in together] == [reference.complete(r).completion_tokens for r in requests]
     assert [c.finish_reason for c in together] == [reference.complete(r).finish_reason for r in requests]
@@ -70,7 +70,7 @@ def test_a_full_batch_waits_for_the_next(tiny_adapters: tuple[str, str, str]) ->
     base, a, b = tiny_adapters
     engine = BatchedBackend("cpu", max_batch=4)
     answers = engine.complete_many(_requests(base, [a, b]))
-    assert engine.batches == [4, 4, 2] and len(answers) == 10
+    assert max(engine.steps) == 4 and len(answers) == 10
 
 
 def test_the_adapter_cache_evicts_the_least_recent_and_loads_it_again(tiny_adapters: tuple[str, str, str], tmp_path: Path,
@@ -83,8 +83,9 @@ def test_the_adapter_cache_evicts_the_least_recent_and_loads_it_again(tiny_adapt
         assert engine.complete(ask[name]).text == ADAPTER_ANSWERS[name][0]
     slots = engine._bases[base].slots
     assert slots.loads == 3 and slots.resident() == [str(Path(a).resolve())]  # b went out when a came back
-    both = engine.complete_many([ask["a"], ask["b"]])  # one slot, two adapters: one batch each
-    assert [c.text for c in both] == [ADAPTER_ANSWERS["a"][0], ADAPTER_ANSWERS["b"][0]] and engine.batches[-2:] == [1, 1]
+    before = len(engine.steps)
+    both = engine.complete_many([ask["a"], ask["b"]])  # one slot, two adapters: never in one step
+    assert [c.text for c in both] == [ADAPTER_ANSWERS["a"][0], ADAPTER_ANSWERS["b"][0]] and set(engine.steps[before:]) == {1}
 
     moved = tmp_path / "skill"  # a skill retrained under the same folder: the new weights answer
     shutil.copytree(a, moved)
@@ -142,3 +143,20 @@ def test_a_stream_left_early_stops_its_row(tiny_base: str) -> None:
     while not isinstance(item := left.out.get(timeout=60), Completion):
         pass
     assert item.completion_tokens == 0 and item.finish_reason == "stop"  # ended at its first step
+
+
+def test_a_request_joins_a_batch_already_running(tiny_adapters: tuple[str, str, str], reference: LocalBackend) -> None:
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu")
+    running = GenerationRequest(prompt="hello", base_model=base, max_tokens=300, stop=[])  # greedy, the base: never ends early
+    [first] = engine._submit([running])
+    stream = _relay(first)
+    next(stream)  # it runs
+    joining = [GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=12, stop=[" END"])
+               for adapter, prompt in ((b, ADAPTER_PROMPTS[0]), (None, "x"), (a, "Tell me a long story about the shop and its bikes, please"))]
+    with engine._wake:  # between two steps of the running row
+        later = engine._submit(joining)
+    assert [drain(_relay(job)).text for job in later] == [reference.complete(r).text for r in joining]
+    rest = drain(stream)
+    assert rest.completion_tokens == 300 and _shown(rest) == _shown(reference.complete(running))  # the merge did not disturb it
+    assert engine.joins == [1, 3] and max(engine.steps) >= 3  # they ran beside it (one may end at its first token), not after it

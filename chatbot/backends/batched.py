@@ -76,7 +76,8 @@ class BatchedBackend:
             raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use int8, or leave it unset")
         self.max_batch, self.adapter_slots, self.max_lora_rank, self.quantize = max_batch, adapter_slots, max_lora_rank, quantize
         self.adapter_dtype = getattr(torch, adapter_dtype)
-        self.batches: list[int] = []  # the size of each batch run, for tests and benchmarks (the last 1,000)
+        self.steps: list[int] = []  # the rows of each decoding step, for tests and benchmarks (the last 1,000)
+        self.joins: list[int] = []  # how many requests joined the batch at once, each time (the last 1,000)
         self._bases: dict[str, _Base] = {}
         self._loading = threading.Lock()
         self._waiting: list[_Job] = []
@@ -123,78 +124,188 @@ class BatchedBackend:
             return self._bases[name]
 
     def _run(self) -> None:
+        import torch
+
         while True:
             with self._wake:
                 while not self._waiting:
                     self._wake.wait()
-                base = self._waiting[0].request.base_model
-                batch, adapters = [], set()
-                for job in self._waiting:  # in order, while there is a row and a slot for its adapter
-                    if job.request.base_model != base or len(batch) == self.max_batch:
-                        continue
-                    needed = adapters | {job.request.adapter} - {None}
-                    if len(needed) <= self.adapter_slots:
-                        batch.append(job)
-                        adapters = needed
-                self._waiting = [job for job in self._waiting if job not in batch]
+                name = self._waiting[0].request.base_model
             try:
-                self._answer(self._base(base), batch)
-            except BaseException as exc:  # noqa: BLE001 - every request of the batch hears of it; the engine goes on
-                for job in batch:
-                    job.out.put(exc if isinstance(exc, Exception) else ServerFault(f"the engine stopped: {exc!r}"))
-
-    def _answer(self, base: _Base, jobs: list[_Job]) -> None:
-        import torch
-
-        started = time.perf_counter()
-        slots: list[int] = []
-        running: list[_Job] = []
-        try:
-            for job in jobs:
-                try:
-                    slots.append(base.slots.acquire(_folder(job.request.adapter), _checked_stamp(job.request.adapter))
-                                 if job.request.adapter else 0)
-                    running.append(job)
-                except Exception as exc:  # noqa: BLE001 - a missing or bad adapter fails its own request, not the batch
+                base = self._base(name)
+            except Exception as exc:  # noqa: BLE001 - a base that cannot load fails the requests for it
+                for job in self._take(name, 10**9, set(), 10**9):
                     job.out.put(exc)
-            if running:
-                self.batches = [*self.batches[-999:], len(running)]
-                with torch.inference_mode():
-                    self._decode(base, running, slots, started)
-        finally:
-            for slot in slots:
-                base.slots.release(slot)
+                continue
+            with torch.inference_mode():
+                self._serve(name, base)
 
-    def _decode(self, base: _Base, jobs: list[_Job], slots: list[int], started: float) -> None:
+    def _take(self, name: str, room: int, adapters: set[str], slots: int) -> list[_Job]:
+        """Waiting requests for base *name*, in order, while there is a row for each and a slot for its adapter."""
+        taken: list[_Job] = []
+        with self._wake:
+            for job in self._waiting:
+                if job.request.base_model != name or len(taken) == room:
+                    continue
+                needed = adapters | ({_folder(job.request.adapter)} if job.request.adapter else set())
+                if len(needed) <= slots:
+                    taken.append(job)
+                    adapters = needed
+            self._waiting = [job for job in self._waiting if job not in taken]
+        return taken
+
+    def _serve(self, name: str, base: _Base) -> None:
+        """Run one batch on *base* until nothing is left for it: requests join between steps, ended rows leave."""
+        batch = _Batch(base, self.device)
+        while True:
+            joining = self._take(name, self.max_batch - len(batch.rows), batch.adapters(), self.adapter_slots)
+            try:
+                if joining:
+                    self.joins = [*self.joins[-999:], len(joining)]
+                    batch.join([job for job in joining if batch.hold(job)])
+                batch.prune()
+                if not batch.rows:
+                    with self._wake:
+                        if not any(job.request.base_model == name for job in self._waiting):
+                            return
+                    continue
+                self.steps = [*self.steps[-999:], len(batch.rows)]
+                batch.step()
+            except Exception as exc:  # noqa: BLE001 - the rows running hear of it; the engine goes on
+                batch.fail(exc)
+
+
+class _Batch:
+    """The rows being decoded together on one base: their KV cache, attention mask, positions and slots."""
+
+    def __init__(self, base: _Base, device: str) -> None:
+        self.base, self.device = base, device
+        self.rows: list[_Row] = []
+        self.slots: list[int] = []
+        self.following: list[int] = []  # the token each row feeds next
+        self.cache: Any = None
+        self.mask: Any = None  # [rows, columns]: 1 where a row has a token (rows are padded on the left)
+        self.positions: Any = None  # [rows, 1]: the position of each row's last token
+        self._held: dict[int, int] = {}  # id(job) -> its slot, between hold() and join()
+
+    def adapters(self) -> set[str]:
+        return {_folder(row.request.adapter) for row in self.rows if row.request.adapter}
+
+    def hold(self, job: _Job) -> bool:
+        """Take the slot of *job*'s adapter (loading it if needed); False, with the error sent to the job, when it can't."""
+        try:
+            adapter = job.request.adapter
+            self._held[id(job)] = self.base.slots.acquire(_folder(adapter), _checked_stamp(adapter)) if adapter else 0
+            return True
+        except Exception as exc:  # noqa: BLE001 - a missing or bad adapter fails its own request, not the batch
+            job.out.put(exc)
+            return False
+
+    def join(self, jobs: list[_Job]) -> None:
+        """Read the prompts of *jobs* (together, padded on the left), choose each one's first token, and add them as rows."""
         import torch
 
-        tokenizer, model, device = base.tokenizer, base.model, self.device
-        prompts = [tokenizer(job.request.prompt, add_special_tokens=False)["input_ids"] for job in jobs]
-        width, pad = max(len(p) for p in prompts), tokenizer.pad_token_id
-        ids = torch.full((len(jobs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):  # left padding: every row's next token is in the last column
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            mask[row, width - len(prompt):] = 1
+        if not jobs:
+            return
+        base, device, started = self.base, self.device, time.perf_counter()
+        slots = [self._held.pop(id(job)) for job in jobs]
+        prompts = [base.tokenizer(job.request.prompt, add_special_tokens=False)["input_ids"] for job in jobs]
         rows = [_Row(job, len(prompt), started) for job, prompt in zip(jobs, prompts)]
-        base.slots.rows = torch.tensor(slots, device=device) if any(slots) else None
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(jobs), width), base.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt):] = torch.tensor(prompt)
+            mask[i, width - len(prompt):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
-            ids, mask = ids.to(device), mask.to(device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            past = out.past_key_values
-            while True:
-                logits = out.logits[:, -1]
-                following = [row.take(logits[i], base) if row.live else pad for i, row in enumerate(rows)]
-                if not any(row.live for row in rows):
-                    break
-                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
-                positions = positions[:, -1:] + 1
-                out = model(input_ids=torch.tensor([[t] for t in following], device=device), attention_mask=mask,
-                            position_ids=positions, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions)
+        except Exception as exc:  # noqa: BLE001
+            for row, slot in zip(rows, slots):
+                row.job.out.put(exc)
+                base.slots.release(slot)
+            raise
+        following = [row.take(out.logits[i, -1], base) for i, row in enumerate(rows)]
+        self._merge(rows, slots, following, out.past_key_values, mask, positions[:, -1:])
+
+    def _merge(self, rows: list[_Row], slots: list[int], following: list[int], cache: Any, mask: Any, positions: Any) -> None:
+        import torch
+
+        if not self.rows:
+            self.rows, self.slots, self.following, self.cache, self.mask, self.positions = rows, slots, following, cache, mask, positions
+            return
+        old, new = self.mask.shape[1], mask.shape[1]
+        for layer, joining in zip(self.cache.layers, cache.layers):  # pad the shorter side on the left, then stack the rows
+            for part in ("keys", "values"):
+                mine, theirs = getattr(layer, part), getattr(joining, part)
+                setattr(layer, part, torch.cat([_left_pad(mine, new - old, 2), _left_pad(theirs, old - new, 2)], dim=0))
+        self.mask = torch.cat([_left_pad(self.mask, new - old, 1), _left_pad(mask, old - new, 1)], dim=0)
+        self.positions = torch.cat([self.positions, positions], dim=0)
+        self.rows, self.slots, self.following = self.rows + rows, self.slots + slots, self.following + following
+
+    def prune(self) -> None:
+        """Let the rows that ended go (their slots freed), and the columns no row needs any more."""
+        import torch
+
+        keep = [i for i, row in enumerate(self.rows) if row.live]
+        if len(keep) < len(self.rows):
+            for row, slot in zip(self.rows, self.slots):
+                if not row.live:
+                    self.base.slots.release(slot)
+            if not keep:
+                self.rows, self.slots, self.following, self.cache = [], [], [], None
+                return
+            index = torch.tensor(keep, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.rows, self.slots, self.following = [self.rows[i] for i in keep], [self.slots[i] for i in keep], [self.following[i] for i in keep]
+            unused = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading columns that are padding in every row
+            if unused:
+                for layer in self.cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+                self.mask = self.mask[:, unused:]
+
+    def step(self) -> None:
+        """One token for every row."""
+        import torch
+
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.device)], dim=1)
+        self.positions = self.positions + 1
+        out = self._forward(self.slots, input_ids=torch.tensor(self.following, device=self.device).view(-1, 1), attention_mask=self.mask,
+                            position_ids=self.positions, past_key_values=self.cache)
+        self.cache = out.past_key_values
+        self.following = [row.take(out.logits[i, -1], self.base) if row.live else self.base.tokenizer.pad_token_id
+                          for i, row in enumerate(self.rows)]
+
+    def _forward(self, slots: list[int], **inputs: Any) -> Any:
+        import torch
+
+        self.base.slots.rows = torch.tensor(slots, device=self.device) if any(slots) else None
+        try:
+            return self.base.model(**inputs, use_cache=True)
         finally:
-            base.slots.rows = None
+            self.base.slots.rows = None
+
+    def fail(self, exc: Exception) -> None:
+        """A step failed: every row running hears of it, and the batch starts afresh."""
+        for row, slot in zip(self.rows, self.slots):
+            if row.live:
+                row.live = False
+                row.job.out.put(exc)
+            self.base.slots.release(slot)
+        self.rows, self.slots, self.following, self.cache = [], [], [], None
+
+
+def _left_pad(tensor: Any, columns: int, dim: int) -> Any:
+    """*tensor* with *columns* zeros before it along *dim* (unchanged for none)."""
+    import torch
+
+    if columns <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = columns
+    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim)
 
 
 class _Row:
