@@ -160,3 +160,13 @@ def test_a_request_joins_a_batch_already_running(tiny_adapters: tuple[str, str, 
     rest = drain(stream)
     assert rest.completion_tokens == 300 and _shown(rest) == _shown(reference.complete(running))  # the merge did not disturb it
     assert engine.joins == [1, 3] and max(engine.steps) >= 3  # they ran beside it (one may end at its first token), not after it
+
+
+def test_local_skills_run_on_the_batched_engine_unless_the_reference_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbot.backends.pool import ENGINE_ENV, BackendPool
+    from chatbot.registry import Skill
+
+    skill = Skill(name="shop", kind="qa")
+    assert isinstance(BackendPool().for_skill(skill), BatchedBackend)
+    monkeypatch.setenv(ENGINE_ENV, "reference")
+    assert isinstance(BackendPool().for_skill(skill), LocalBackend)
