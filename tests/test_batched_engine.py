@@ -170,3 +170,6 @@ def test_local_skills_run_on_the_batched_engine_unless_the_reference_is_asked_fo
     assert isinstance(BackendPool().for_skill(skill), BatchedBackend)
     monkeypatch.setenv(ENGINE_ENV, "reference")
     assert isinstance(BackendPool().for_skill(skill), LocalBackend)
+    monkeypatch.setenv(ENGINE_ENV, "fast")
+    with pytest.raises(Exception, match="use batched"):
+        BackendPool().for_skill(skill)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from chatbot.backends.base import Backend
+from chatbot.errors import ChatbotError
 from chatbot.registry import Skill
 
 ENGINE_ENV = "CHATBOT_ENGINE"
@@ -18,7 +19,10 @@ ENGINE_ENV = "CHATBOT_ENGINE"
 
 def _local(_: Skill) -> Backend:
     """The batched engine; ``CHATBOT_ENGINE=reference``: the plain peft path, one request at a time."""
-    if os.environ.get(ENGINE_ENV, "batched") == "reference":
+    engine = os.environ.get(ENGINE_ENV) or "batched"
+    if engine not in ("batched", "reference"):
+        raise ChatbotError(f"{ENGINE_ENV}={engine!r}: use batched (the default) or reference")
+    if engine == "reference":
         from chatbot.backends.local import LocalBackend
 
         return LocalBackend()
