@@ -1,13 +1,14 @@
-"""The batched local engine: requests that arrive together are answered in one batch, each row with
-its own skill's LoRA adapter (:mod:`chatbot.backends.multi_lora`), by one engine thread per process.
+"""The batched local engine: concurrent requests are decoded in one batch, each row with its own
+skill's LoRA adapter (:mod:`chatbot.backends.multi_lora`), by one engine thread per process.
 
 Decoding one token reads every weight of the base once, whether for one row or for eight, so on a
 CPU (memory-bound) as on a GPU a batch of N costs little more than one row: concurrent sessions on
-different skills share each step instead of waiting in line. The engine thread takes every request
-waiting (up to ``max_batch``, same base), pads the prompts on the left, and steps the batch until the
-last row ends; requests arriving meanwhile form the next batch. Rows stop at their own stop
-sequence, end token or ``max_tokens`` and are streamed as they go. Nothing else holds a lock across
-a generation, so counting tokens or loading an adapter never waits for one.
+different skills share each step instead of waiting in line. Batching is continuous: between two
+steps, the requests waiting (up to ``max_batch`` rows, same base, a free adapter slot each) read
+their prompts together and join the batch, their KV caches padded on the left and stacked under the
+others'; a row that ends (its stop sequence, an end token, ``max_tokens``, or its caller gone) leaves
+at once with its slot. Rows stream as they go. Nothing else holds a lock across a generation, so
+counting tokens or loading an adapter never waits for one.
 
 :class:`~chatbot.backends.local.LocalBackend` (peft, one request at a time) stays as the reference
 the tests compare against: greedy outputs are the same token for token.
@@ -100,7 +101,7 @@ class BatchedBackend:
         return drain(self.stream(request))
 
     def complete_many(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """Answer *requests* together: they are queued at once, so they share batches."""
+        """Answer *requests* together: they are queued at once, so they join the batch together."""
         return [drain(_relay(job)) for job in self._submit(requests)]
 
     def _submit(self, requests: list[GenerationRequest]) -> list[_Job]:
