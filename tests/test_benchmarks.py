@@ -157,3 +157,27 @@ def test_run_quick_on_the_tiny_model_writes_every_row_and_key(tiny_base: str, tm
     assert {"machine", "date", "versions"} <= found.keys()
     shown = (tmp_path / "out" / "RESULTS.md").read_text()
     assert shown.count("| resident MB with") == 2 and "HF Trainer" in shown and shown.count("aggregate tokens/s, 8 concurrent") == 3
+
+
+def test_quantized_run_on_the_tiny_adapters(tiny_adapters: tuple[str, str, str], tmp_path: Path):
+    from bot_helpers import write_adapter_registry
+    from conftest import ADAPTER_ANSWERS, ADAPTER_PROMPTS
+
+    base, a, b = tiny_adapters
+    bot = tmp_path / "bot"
+    bot.mkdir()
+    path = write_adapter_registry(bot, base, a, b, max_tokens=8)
+    data = yaml.safe_load(path.read_text())
+    for name, answers in (("shop", ADAPTER_ANSWERS["a"]), ("mood", ADAPTER_ANSWERS["b"])):
+        (bot / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": p, "completion": f"{x} END"}) + "\n"
+                                                   for p, x in zip(ADAPTER_PROMPTS, answers)))
+        data["skills"][name]["training"] = {"data_file": f"{name}.jsonl", "data_sha256": "-", "valid_file": f"{name}.jsonl",
+                                            "base_model": base, "hyperparameters": {}}
+    path.write_text(yaml.safe_dump(data))
+    before = path.read_text()
+    script("quantized").main(["--registry", str(path), "--out", str(tmp_path / "out")])
+    found = _published(tmp_path / "out", "quantized")
+    assert set(found["skills"]) == {"shop", "mood"} and found["skills"]["mood"]["metric"] == "accuracy"
+    assert all({"float32", "int8", "points"} <= s.keys() and s["rows"] == 2 for s in found["skills"].values())
+    assert found["skills"]["shop"]["float32"]["score"] == 1.0  # the trained answers, word for word
+    assert path.read_text() == before  # the scores went into a copy
