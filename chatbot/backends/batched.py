@@ -280,13 +280,12 @@ class _Batch:
                           for i, row in enumerate(self.rows)]
 
     def _forward(self, slots: list[int], **inputs: Any) -> Any:
-        import torch
 
-        self.base.slots.rows = torch.tensor(slots, device=self.device) if any(slots) else None
+        self.base.slots.run_rows(slots)
         try:
             return self.base.model(**inputs, use_cache=True)
         finally:
-            self.base.slots.rows = None
+            self.base.slots.run_rows(None)
 
     def fail(self, exc: Exception) -> None:
         """A step failed: every row running hears of it, and the batch starts afresh."""

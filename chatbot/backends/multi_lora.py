@@ -51,8 +51,7 @@ class MultiLoraLinear(nn.Module):
             return y
         a = self.a.index_select(0, rows).to(x.dtype)  # [batch, r, in]
         b = self.b.index_select(0, rows).to(x.dtype)  # [batch, out, r]
-        scale = self.slots.scale.index_select(0, rows).to(x.dtype).view(-1, 1, 1)
-        return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * scale
+        return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * self.slots.row_scale.to(x.dtype)
 
 
 class AdapterSlots:
@@ -67,6 +66,7 @@ class AdapterSlots:
         self.scale = torch.zeros(capacity + 1, device=next(model.parameters()).device)
         self.allocated = 1  # slots in memory, slot 0 included: they double as adapters come, up to capacity + 1
         self.rows: torch.Tensor | None = None  # the slot of each row of the batch being run; None: no adapter in it
+        self.row_scale: torch.Tensor | None = None  # [rows, 1, 1]: each row's LoRA scale, looked up once a forward pass
         self._where: OrderedDict[str, tuple[int, tuple[int, ...] | None]] = OrderedDict()  # adapter folder -> (slot, files' stamp), LRU order
         self._held: dict[int, int] = {}  # slot -> requests using it
         self._lock = threading.Lock()
@@ -78,6 +78,14 @@ class AdapterSlots:
                     wrapped = MultiLoraLinear(child, self)
                     setattr(module, child_name, wrapped)
                     self.layers[f"{name}.{child_name}" if name else child_name] = wrapped
+
+    def run_rows(self, slots: list[int] | None) -> None:
+        """The slot of each row of the next forward passes (None, or all 0: no adapter in the batch)."""
+        if not slots or not any(slots):
+            self.rows = self.row_scale = None
+            return
+        self.rows = torch.tensor(slots, device=self.scale.device)
+        self.row_scale = self.scale.index_select(0, self.rows).view(-1, 1, 1)
 
     def resident(self) -> list[str]:
         """The adapters in memory, least recently used first."""
