@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import free_port, wait_ready  # noqa: E402
 from results import SHARED, Output, now, publish  # noqa: E402
 
 NAME, TITLE = "results", "Local engine against llama.cpp, transformers and the HF Trainer"
@@ -295,24 +296,13 @@ def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
 # -- the server ----------------------------------------------------------------------------------------
 
 def server(registry: Path, seconds: float, max_tokens: int) -> dict[str, Any]:
-    import httpx
-
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"CHATBOT_THREADS": str(threads())}
-    log = (registry.parent / "serve.log").open("w")
+    log = registry.parent / "serve.log"
     process = subprocess.Popen([CHATBOT, "serve", "--port", str(port), "--no-fine-tuning"], cwd=registry.parent, env=env,
-                               stdout=subprocess.DEVNULL, stderr=log)
+                               stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("chatbot serve did not start: " + (registry.parent / "serve.log").read_text()[-2000:])
-            time.sleep(0.3)
+        wait_ready(f"http://127.0.0.1:{port}", process, log, timeout=300)
         return {f"users_{users}": asyncio.run(_users(f"http://127.0.0.1:{port}/v1", users, seconds, max_tokens)) for users in (1, 8)}
     finally:
         process.terminate()
@@ -338,14 +328,6 @@ async def _users(url: str, users: int, seconds: float, max_tokens: int) -> dict[
     wall = time.perf_counter() - started
     await client.close()
     return {"requests": len(times), "rps": len(times) / wall, "p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * _p95(times)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the run -------------------------------------------------------------------------------------------
