@@ -179,7 +179,9 @@ def workbook_bytes(draw: st.DrawFn) -> bytes:
     buffer = io.BytesIO()
     workbook.save(buffer)
     data = buffer.getvalue()
-    return data[: draw(st.integers(0, len(data)))] if kind == "truncated" else data
+    # Where to cut is drawn as a share of the length: a saved workbook's length varies with the clock (openpyxl
+    # stamps the save time), and a bound that varies between runs makes hypothesis call the strategy flaky.
+    return data[: len(data) * draw(st.integers(0, 1000)) // 1000] if kind == "truncated" else data
 
 
 @st.composite
