@@ -15,6 +15,7 @@ REGISTRY_ENV = "CHATBOT_REGISTRY"  # where models.yaml is
 DB_ENV = "CHATBOT_DB"  # the conversation database's URL
 CACHE_ENV = "CHATBOT_CACHE"  # converted base models and router caches
 THREADS_ENV = "CHATBOT_THREADS"  # torch threads per process
+ENCODER_DTYPE_ENV = "CHATBOT_ENCODER_DTYPE"  # the router encoder's weights: auto (bfloat16 where the CPU computes it), float32, bfloat16
 LOG_ENV = "CHATBOT_LOG"  # the CLI's log level: DEBUG, INFO, WARNING (default), ERROR or CRITICAL
 
 MAX_MESSAGE_CHARS = 8000  # the longest user message the bot and the web API accept

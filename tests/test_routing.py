@@ -105,6 +105,22 @@ def test_encoder_matches_sentence_transformers_pooling(router: Router):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
 
 
+def test_encoder_dtype_is_chosen_by_environment_and_keeps_the_embeddings(monkeypatch: pytest.MonkeyPatch):
+    texts = ["set a timer for ten minutes", "who painted the mona lisa", "hi"]
+    vectors = {}
+    for dtype in ("float32", "bfloat16"):
+        monkeypatch.setenv("CHATBOT_ENCODER_DTYPE", dtype)
+        encoder = Encoder()
+        assert encoder.dtype == dtype and (encoder.id.endswith("@bfloat16") == (dtype == "bfloat16"))  # cached apart
+        vectors[dtype] = encoder.encode(texts, cache=False)
+        assert str(next(encoder.model.parameters()).dtype) == f"torch.{dtype}" and getattr(encoder.model, "pooler", None) is None
+    assert vectors["bfloat16"].dtype == np.float32
+    assert np.all(np.sum(vectors["float32"] * vectors["bfloat16"], axis=1) > 0.999)
+    monkeypatch.setenv("CHATBOT_ENCODER_DTYPE", "int4")
+    with pytest.raises(ChatbotError, match="CHATBOT_ENCODER_DTYPE"):
+        Encoder()
+
+
 def test_second_fit_is_a_cache_hit_without_loading_the_encoder(router: Router, cache_dir: Path):
     again = Router.fit(EXAMPLES, OUT_OF_SCOPE, cache_dir=cache_dir)
     assert again.from_cache and again.key == router.key and again.threshold == router.threshold

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from functools import cache
+from pathlib import Path
+
 from chatbot.defaults import THREADS_ENV
 
 
@@ -32,3 +35,14 @@ def use_bf16(precision: str, device: str) -> bool:
     if precision != "auto":
         return precision == "bf16"
     return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
+@cache
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX): there bf16 weights halve the memory read
+    per token at no cost in speed; elsewhere oneDNN emulates bf16 and float32 is faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
