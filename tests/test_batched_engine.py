@@ -56,8 +56,12 @@ def test_alone_each_request_gets_the_reference_tokens(tiny_adapters: tuple[str, 
 def test_requests_on_different_adapters_share_one_batch(tiny_adapters: tuple[str, str, str], reference: LocalBackend) -> None:
     base, a, b = tiny_adapters
     engine = BatchedBackend("cpu", max_batch=16)
+    engine.preload(base)
+    slots = engine._bases[base].slots
+    where = [(layer.a.data_ptr(), layer.b.data_ptr()) for layer in slots.layers.values()]
     requests = _requests(base, [a, b, None])  # 15 requests: three adapters (or none), prompts of different lengths
     together = engine.complete_many(requests)
+    assert slots.allocated == 3 and [(layer.a.data_ptr(), layer.b.data_ptr()) for layer in slots.layers.values()] == where  # never moved
     assert engine.joins == [len(requests)] and max(engine.steps) >= len(requests) - 2  # one batch (a row or two end at once)
     assert [c.text for c in together] == [reference.complete(r).text for r in requests]
     assert [c.completion_tokens for c in together] == [reference.complete(r).completion_tokens for r in requests]

@@ -33,16 +33,12 @@ class MultiLoraLinear(nn.Module):
         self.base = base
         self.slots = slots
         device = base.weight.device
-        self.a = torch.zeros(1, slots.rank, base.in_features, dtype=slots.dtype, device=device)  # slot 0: no adapter; more as adapters come
-        self.b = torch.zeros(1, base.out_features, slots.rank, dtype=slots.dtype, device=device)
-
-    def grow(self, slots: int) -> None:
-        """Room for *slots* slots (slot 0 included), keeping those held."""
-        for field in ("a", "b"):
-            old = getattr(self, field)
-            new = torch.zeros(slots, *old.shape[1:], dtype=old.dtype, device=old.device)
-            new[: old.shape[0]] = old
-            setattr(self, field, new)
+        # every slot's room is reserved up front but left untouched (torch.empty): on CPU the OS gives a page memory only
+        # when a slot's adapter is first written there, so a skill costs its own adapter's memory, and slots never move
+        self.a = torch.empty(slots.capacity + 1, slots.rank, base.in_features, dtype=slots.dtype, device=device)
+        self.b = torch.empty(slots.capacity + 1, base.out_features, slots.rank, dtype=slots.dtype, device=device)
+        self.a[0].zero_()  # slot 0: no adapter
+        self.b[0].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -64,7 +60,7 @@ class AdapterSlots:
     def __init__(self, model: nn.Module, *, capacity: int = 16, rank: int = 16, dtype: torch.dtype = torch.float32) -> None:
         self.capacity, self.rank, self.dtype = capacity, rank, dtype
         self.scale = torch.zeros(capacity + 1, device=next(model.parameters()).device)
-        self.allocated = 1  # slots in memory, slot 0 included: they double as adapters come, up to capacity + 1
+        self.allocated = 1  # slots given out so far, slot 0 included: up to capacity + 1
         self.rows: torch.Tensor | None = None  # the slot of each row of the batch being run; None: no adapter in it
         self.row_scale: torch.Tensor | None = None  # [rows, 1, 1]: each row's LoRA scale, looked up once a forward pass
         self._where: OrderedDict[str, tuple[int, tuple[int, ...] | None]] = OrderedDict()  # adapter folder -> (slot, files' stamp), LRU order
@@ -120,9 +116,7 @@ class AdapterSlots:
             if slot not in used:
                 return slot
         if self.allocated < self.capacity + 1:
-            slot, self.allocated = self.allocated, min(self.capacity + 1, 2 * self.allocated)
-            for layer in self.layers.values():
-                layer.grow(self.allocated)
+            slot, self.allocated = self.allocated, self.allocated + 1
             return slot
         for adapter, (slot, _) in self._where.items():  # least recently used first
             if not self._held.get(slot):
