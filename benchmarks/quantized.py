@@ -1,7 +1,9 @@
-"""Benchmark: what int8 weights do to each skill's answers. Every local skill of `models.yaml` that
-has a validation file is scored on it by `chatbot eval --json`, once with the base as it loads
-(float32 on a CPU, the default) and once with `CHATBOT_ENGINE_QUANT=int8`; the table shows both and
-the difference in points of the skill's own metric (issue 11's bar for a quantized engine: within 1).
+"""Benchmark: what smaller base weights do to each skill's answers. Every local skill of `models.yaml`
+that has a validation file is scored on it by `chatbot eval --json`: with the base as it loads (float32
+on a CPU, the default), with `CHATBOT_ENGINE_QUANT=int8`, and on the llama.cpp engine
+(`CHATBOT_ENGINE=llama-cpp`: the shipped Q4_1 GGUF, the adapter as a GGUF LoRA) when llama-cpp-python is
+installed and every base has a GGUF; the table shows each and its difference from float32 in points of the skill's own metric
+(issue 11's bar for a quantized engine: within 1).
 
     .venv/bin/python benchmarks/quantized.py [--registry models.yaml] [--out DIR]
 
@@ -14,6 +16,7 @@ saves benchmarks/quantized.json and renders its section of benchmarks/RESULTS.md
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -29,9 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import train_missing, workspace  # noqa: E402
 from results import ROOT, Output, now, publish, shown  # noqa: E402
 
-NAME, TITLE = "quantized", "int8 weights and each skill's metric"
+from chatbot.backends.llama_cpp_engine import gguf_of  # noqa: E402
+from chatbot.runtime.base_models import DEFAULT_BASE  # noqa: E402
+
+NAME, TITLE = "quantized", "Smaller base weights and each skill's metric"
 CHATBOT = str(Path(sys.executable).with_name("chatbot"))
-MODES = {"float32": {}, "int8": {"CHATBOT_ENGINE_QUANT": "int8"}}
+MODES = {"float32": {}, "int8": {"CHATBOT_ENGINE_QUANT": "int8"}, "llama.cpp Q4_1": {"CHATBOT_ENGINE": "llama-cpp"}}
 BAR_POINTS = 1.0
 
 
@@ -45,6 +51,8 @@ def evaluate(registry: Path, name: str, data: Path, env: dict[str, str]) -> tupl
 def measure(registry: Path) -> dict[str, Any]:
     train_missing(registry)
     skills = yaml.safe_load(registry.read_text(encoding="utf-8"))["skills"]
+    gguf = all(gguf_of(s.get("base_model") or DEFAULT_BASE) for s in skills.values() if s.get("backend", "local") == "local")
+    modes = {mode: env for mode, env in MODES.items() if "llama" not in mode or (gguf and importlib.util.find_spec("llama_cpp"))}
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="quantized-") as tmp:
         copy = workspace(registry, Path(tmp))
@@ -54,32 +62,36 @@ def measure(registry: Path) -> dict[str, Any]:
                 continue
             data = registry.parent / valid
             scores = {}
-            for mode, env in MODES.items():
+            for mode, env in modes.items():
                 result, seconds = evaluate(copy, name, data, env)
                 scores[mode] = {"score": result[result["metric"]], "seconds": round(seconds, 1)}
                 print(f"  {name} {mode}: {result['metric']} {scores[mode]['score']:.4f} ({seconds:.0f}s)", flush=True)
             found[name] = {"kind": skill["kind"], "metric": result["metric"], "rows": result["n"], "data": shown(data), **scores,
-                           "points": 100 * (scores["int8"]["score"] - scores["float32"]["score"])}
+                           "points": {mode: 100 * (scores[mode]["score"] - scores["float32"]["score"]) for mode in modes if mode != "float32"}}
     if not found:
         raise SystemExit(f"{registry}: no local skill with a validation file")
-    return {"measured_at": now(), "registry": shown(registry), "skills": found, "cpu_cores": os.cpu_count(),
-            "within_bar": all(abs(s["points"]) <= BAR_POINTS for s in found.values())}
+    smaller = [mode for mode in modes if mode != "float32"]
+    return {"measured_at": now(), "registry": shown(registry), "skills": found, "cpu_cores": os.cpu_count(), "modes": smaller,
+            "within_bar": {mode: all(abs(s["points"][mode]) <= BAR_POINTS for s in found.values()) for mode in smaller}}
 
 
 def render(d: dict[str, Any]) -> str:
+    modes = d["modes"]
     lines = [
-        f"Each local skill of `{d['registry']}` scored on its validation file by `chatbot eval`, its base's linear layers in float32 (the "
-        "default) and in int8 with a scale per output channel (`CHATBOT_ENGINE_QUANT=int8`); the adapters stay as they are.",
+        f"Each local skill of `{d['registry']}` scored on its validation file by `chatbot eval`: its base's linear layers in float32 (the "
+        "default), in int8 with a scale per output channel (`CHATBOT_ENGINE_QUANT=int8`), and the base's Q4_1 GGUF on llama.cpp "
+        "(`CHATBOT_ENGINE=llama-cpp`) where llama-cpp-python is installed and the bases have GGUF files; the adapters stay as they are.",
         "",
-        "| skill (metric, rows) | float32 | int8 | int8 − float32, points | eval s float32 / int8 |",
-        "|---|---|---|---|---|",
+        "| skill (metric, rows) | float32 | " + " | ".join(f"{m} (points)" for m in modes) + " | eval s: " + " / ".join(["float32", *modes]) + " |",
+        "|---|---|" + "---|" * len(modes) + "---|",
     ]
     for name, s in d["skills"].items():
-        lines.append(f"| {name} ({s['metric']}, {s['rows']}) | {s['float32']['score']:.3f} | {s['int8']['score']:.3f} | "
-                     f"**{s['points']:+.1f}** | {s['float32']['seconds']:.0f} / {s['int8']['seconds']:.0f} |")
-    verdict = "within" if d["within_bar"] else "not within"
-    lines += ["", f"int8 is {verdict} {BAR_POINTS:.0f} point of float32 on every skill here; on {d['cpu_cores']} CPU cores.",
-              "", "Command: `.venv/bin/python benchmarks/quantized.py`"]
+        lines.append(f"| {name} ({s['metric']}, {s['rows']}) | {s['float32']['score']:.3f} | "
+                     + " | ".join(f"{s[m]['score']:.3f} (**{s['points'][m]:+.1f}**)" for m in modes) + " | "
+                     + " / ".join(f"{s[m]['seconds']:.0f}" for m in ["float32", *modes]) + " |")
+    verdicts = "; ".join(f"{m}: {'within' if d['within_bar'][m] else 'not within'} {BAR_POINTS:.0f} point of float32 on every skill"
+                         for m in modes)
+    lines += ["", f"{verdicts}; on {d['cpu_cores']} CPU cores.", "", "Command: `.venv/bin/python benchmarks/quantized.py`"]
     return "\n".join(lines)
 
 

@@ -49,7 +49,7 @@ LLAMA_CPP = "llama-cpp-python==0.3.36"
 JOB_NER = SHARED / "data" / "job-ner" / "train.jsonl"
 FULL = {"prompt_tokens": 200, "new_tokens": 128, "sessions": (1, 4, 8), "skills": (1, 20, 200), "naive": 20, "route_messages": 200,
         "turns": 10, "turn_tokens": 32, "train_rows": 60, "server_seconds": 30.0, "server_tokens": 16, "repeats": 3}
-DECODERS = ("ours", "ours_int8", "reference", "transformers", "llamacpp")
+DECODERS = ("ours", "ours_int8", "ours_llamacpp", "reference", "transformers", "llamacpp")
 QUICK = {"prompt_tokens": 40, "new_tokens": 16, "sessions": (1, 4, 8), "skills": (1, 4, 8), "naive": 4, "route_messages": 20,
          "turns": 3, "turn_tokens": 8, "train_rows": 8, "server_seconds": 3.0, "server_tokens": 4, "repeats": 1}
 TEXT = ("The shop repairs city bikes, road bikes and e-bikes. A standard service covers the brakes, the gears, the chain and "
@@ -346,6 +346,7 @@ def ensure_llama_cpp(install: bool) -> str | None:
 
 def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[str, Any]:
     from chatbot.backends.batched import ADAPTER_SLOTS, BatchedBackend
+    from chatbot.backends.llama_cpp_engine import LlamaCppBackend, gguf_of
     from chatbot.backends.local import LocalBackend
     from chatbot.runtime.base_models import bundled_gguf, load_tokenizer, resolve_base
     from chatbot.runtime.device import set_threads
@@ -371,6 +372,8 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
 
         print("decoding at batch 1", flush=True)
         engines = {"ours": BatchedBackend("cpu"), "ours_int8": BatchedBackend("cpu", quantize="int8"), "reference": LocalBackend("cpu")}
+        if llm is not None and gguf_of(base) is not None:  # the same GGUF on llama.cpp, each skill's adapter as a GGUF LoRA
+            engines["ours_llamacpp"] = LlamaCppBackend()
         decoded = {}
         for name, engine in engines.items():
             engine.preload(base, adapters[0])
@@ -384,8 +387,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
 
         print("concurrent sessions on different skills", flush=True)
         found["aggregate"] = {}
-        for name in ("ours", "ours_int8", "reference"):
-            engine = engines[name]
+        for name, engine in engines.items():
             for adapter in adapters[: max(size["sessions"])]:
                 engine.preload(base, adapter)
             found["aggregate"][name] = {str(n): aggregate(engine, base, adapters, prompt, size["new_tokens"], n) for n in size["sessions"]}
@@ -460,6 +462,9 @@ def render(d: dict[str, Any]) -> str:
         f"(no adapter): {_f(dec['transformers'])} | {_ratio(dec['ours'], llama)} · {_ratio(dec['ours'], dec['transformers'])} |",
         f"| the same, base in int8 (`CHATBOT_ENGINE_QUANT=int8`) | **{_f(dec['ours_int8'])}** | llama.cpp: {_f(llama)} · transformers: "
         f"{_f(dec['transformers'])} | {_ratio(dec['ours_int8'], llama)} · {_ratio(dec['ours_int8'], dec['transformers'])} |",
+        *([f"| the same, llama.cpp engine (`CHATBOT_ENGINE=llama-cpp`: the GGUF above, the adapter as a GGUF LoRA) | "
+           f"**{_f(dec['ours_llamacpp'])}** | llama.cpp without an adapter: {_f(llama)} | {_ratio(dec['ours_llamacpp'], llama)} |"]
+          if dec.get("ours_llamacpp") else []),
         f"| the same, reference engine (peft, one request at a time: `CHATBOT_ENGINE=reference`) | {_f(dec['reference'])} | llama.cpp: "
         f"{_f(llama)} | {_ratio(dec['reference'], llama)} |",
         f"| time to first token, s (batched · int8 · reference) | {_f(first['ours'], 3)} · {_f(first['ours_int8'], 3)} · "
@@ -467,7 +472,7 @@ def render(d: dict[str, Any]) -> str:
         f"transformers: {_f(first['transformers'], 3)} | "
         f"{_ratio(first['ours'], first['llamacpp'])} · {_ratio(first['ours'], first['transformers'])} |",
     ]
-    labels = {"ours": "batched", "ours_int8": "batched, int8", "reference": "reference"}
+    labels = {"ours": "batched", "ours_int8": "batched, int8", "reference": "reference", "ours_llamacpp": "llama.cpp engine"}
     for engine, runs in agg.items():
         own = runs["1"]["tps"]
         for n, run in runs.items():

@@ -167,6 +167,7 @@ def test_a_request_joins_a_batch_already_running(tiny_adapters: tuple[str, str, 
 
 
 def test_local_skills_run_on_the_batched_engine_unless_the_reference_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbot.backends.llama_cpp_engine import LlamaCppBackend
     from chatbot.backends.pool import ENGINE_ENV, BackendPool
     from chatbot.registry import Skill
 
@@ -174,6 +175,8 @@ def test_local_skills_run_on_the_batched_engine_unless_the_reference_is_asked_fo
     assert isinstance(BackendPool().for_skill(skill), BatchedBackend)
     monkeypatch.setenv(ENGINE_ENV, "reference")
     assert isinstance(BackendPool().for_skill(skill), LocalBackend)
+    monkeypatch.setenv(ENGINE_ENV, "llama-cpp")
+    assert isinstance(BackendPool().for_skill(skill), LlamaCppBackend)  # llama-cpp-python is imported on the first request
     monkeypatch.setenv(ENGINE_ENV, "fast")
     with pytest.raises(Exception, match="use batched"):
         BackendPool().for_skill(skill)

@@ -18,14 +18,19 @@ ENGINE_ENV = "CHATBOT_ENGINE"
 
 
 def _local(_: Skill) -> Backend:
-    """The batched engine; ``CHATBOT_ENGINE=reference``: the plain peft path, one request at a time."""
+    """The batched engine; ``CHATBOT_ENGINE=reference``: the plain peft path, one request at a time;
+    ``CHATBOT_ENGINE=llama-cpp``: the base's GGUF on llama.cpp, adapters switched per request."""
     engine = os.environ.get(ENGINE_ENV) or "batched"
-    if engine not in ("batched", "reference"):
-        raise ChatbotError(f"{ENGINE_ENV}={engine!r}: use batched (the default) or reference")
+    if engine not in ("batched", "reference", "llama-cpp"):
+        raise ChatbotError(f"{ENGINE_ENV}={engine!r}: use batched (the default), llama-cpp or reference")
     if engine == "reference":
         from chatbot.backends.local import LocalBackend
 
         return LocalBackend()
+    if engine == "llama-cpp":
+        from chatbot.backends.llama_cpp_engine import LlamaCppBackend
+
+        return LlamaCppBackend()
     from chatbot.backends.batched import BatchedBackend
 
     return BatchedBackend()
