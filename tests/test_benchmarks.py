@@ -127,18 +127,24 @@ def test_epoch_selection_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
         (bot / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     train_skill("shelf", "qa", bot / "data" / "train.jsonl", valid=bot / "data" / "valid.jsonl", base=tiny_base,
                 hyperparameters=Hyperparameters(n_epochs=1), registry_path=bot / "models.yaml")
-    script("epoch_selection").main(["--registry", str(bot / "models.yaml"), "--base", tiny_base, "--out", str(tmp_path / "out")])
+    script("epoch_selection").main(["--registry", str(bot / "models.yaml"), "--base", tiny_base, "--seeds", "2", "--out", str(tmp_path / "out")])
     found = _published(tmp_path / "out", "epoch_selection")
-    shelf = found["skills"]["shelf"]
-    assert (shelf["train_rows"], shelf["selection_rows"], shelf["test_rows"], shelf["metric"]) == (8, 2, 5, "token_f1")
-    assert len(shelf["valid_loss"]) == shelf["epochs"] and shelf["policies"]["last"] == {
-        "epoch": shelf["epochs"], "trained": shelf["epochs"], "score": shelf["policies"]["last"]["score"]}
-    never = shelf["policies"]["best-loss, never stop"]
-    assert shelf["valid_loss"][never["epoch"] - 1] == min(shelf["valid_loss"])  # the pick is the lowest selection loss
-    assert set(found["mean"]) == set(shelf["policies"]) and isinstance(found["default_never_worse_than_last"], bool)
+    runs = found["skills"]["shelf"]["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and found["default"] in found["mean"]
+    for shelf in runs:
+        assert (shelf["train_rows"], shelf["selection_rows"], shelf["test_rows"], shelf["metric"]) == (8, 2, 5, "token_f1")
+        assert len(shelf["valid_loss"]) == len(shelf["valid_metric"]) == shelf["epochs"] and shelf["policies"]["last"] == {
+            "epoch": shelf["epochs"], "trained": shelf["epochs"], "score": shelf["policies"]["last"]["score"]}
+        never = shelf["policies"]["best-loss, never stop"]
+        assert shelf["valid_loss"][never["epoch"] - 1] == min(shelf["valid_loss"])  # the pick is the lowest selection loss
+        by_metric = shelf["policies"]["best-metric, never stop"]
+        assert shelf["valid_metric"][by_metric["epoch"] - 1] == max(shelf["valid_metric"])  # or the best selection metric
+    mean = found["skills"]["shelf"]["mean"]
+    assert mean["last"] == sum(r["policies"]["last"]["score"] for r in runs) / 2
+    assert set(found["mean"]) == set(mean) and isinstance(found["default_never_worse_than_last"], bool)
 
 
-DECODERS = {"ours", "ours_int8", "reference", "llamacpp", "transformers"}
+DECODERS = {"ours", "ours_int8", "ours_llamacpp", "reference", "llamacpp", "transformers"}  # ours_llamacpp: None on the tiny model (no GGUF)
 RUN_KEYS = {"decode_tps": DECODERS, "first_token_s": DECODERS, "aggregate": {"ours", "ours_int8", "reference"},
             "route_ms": {"p50", "p95", "messages"}, "turn_s": {"ours_p50", "ours_p95", "llamacpp_p50", "turns"},
             "train_tps": {"ours", "hf_trainer", "ours_s", "hf_trainer_s", "tokens", "rows"}}
@@ -153,6 +159,7 @@ def test_run_quick_on_the_tiny_model_writes_every_row_and_key(tiny_base: str, tm
     assert set(found["server"]) >= {"rps_1", "rps_8", "p95_ms_8"} and found["server"]["requests"]["users_8"] > 0
     assert all(runs.keys() == {"1", "4", "8"} for runs in found["aggregate"].values())
     assert found["aggregate_tps_8_sessions"] > 0 and found["batch1_tps"] > 0
+    assert found["decode_tps"]["ours_llamacpp"] is None and found["decode_tps"]["llamacpp"] is None
     assert found["decode_tps"]["ours"] > 0 and found["train_tps"]["ours"] > 0 and found["train_tps"]["hf_trainer"] > 0
     assert {"machine", "date", "versions"} <= found.keys()
     shown = (tmp_path / "out" / "RESULTS.md").read_text()
@@ -179,5 +186,7 @@ def test_quantized_run_on_the_tiny_adapters(tiny_adapters: tuple[str, str, str],
     found = _published(tmp_path / "out", "quantized")
     assert set(found["skills"]) == {"shop", "mood"} and found["skills"]["mood"]["metric"] == "accuracy"
     assert all({"float32", "int8", "points"} <= s.keys() and s["rows"] == 2 for s in found["skills"].values())
+    shop = found["skills"]["shop"]
+    assert "int8" in found["modes"] and shop["points"] == {m: 100 * (shop[m]["score"] - shop["float32"]["score"]) for m in found["modes"]}
     assert found["skills"]["shop"]["float32"]["score"] == 1.0  # the trained answers, word for word
     assert path.read_text() == before  # the scores went into a copy
