@@ -29,11 +29,11 @@ echo "installed in $(( $(date +%s) - start ))s"
 "$venv/bin/pip" check
 "$venv/bin/pip" list --format=freeze > "$venv/installed.txt"
 # the tests that reach each key dependency: transformers, peft and gguf (local backend, training, the
-# CLI on a tiny model), openai (hosted wire and backend), FastAPI, Starlette and uvicorn (web),
+# CLI on a tiny model, adapters as GGUF LoRA files), openai (hosted wire and backend), FastAPI, Starlette and uvicorn (web),
 # SQLAlchemy (the store), pydantic (all), typer, click and rich (CLI), scikit-learn and numpy (data, routing)
 tests=(tests/test_registry.py tests/test_skills.py tests/test_hosted_wire.py tests/test_hosted_backend.py tests/test_local_backend.py
        tests/test_training.py tests/test_cli.py tests/test_chat_cli.py tests/test_cli_conventions.py tests/test_conversation_store.py
-       tests/test_web.py tests/test_observability.py tests/test_routing.py tests/test_data_check.py)
+       tests/test_web.py tests/test_observability.py tests/test_routing.py tests/test_data_check.py tests/test_gguf_lora.py)
 [ $# -gt 0 ] && tests=("$@")
 # a cache of its own: a base model converted by a newer transformers may not load in an older one
 CHATBOT_CACHE="$venv/cache" CHATBOT_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider "${tests[@]}"

@@ -104,13 +104,21 @@ def _base_facts(base_gguf: Path) -> dict[str, Any]:
     import gguf
 
     fields = gguf.GGUFReader(base_gguf).fields
-    arch = str(fields["general.architecture"].contents())
+    arch = str(field_value(fields["general.architecture"]))
 
     def number(key: str) -> int:
         field = fields.get(f"{arch}.{key}")
         if field is None:
             raise ServerFault(f"{base_gguf}: no {arch}.{key} in its metadata", hint="use the batched engine")
-        return int(field.contents())
+        return int(field_value(field))
 
     return {"architecture": arch, "block_count": number("block_count"), "head_count": number("attention.head_count"),
             "head_count_kv": number("attention.head_count_kv")}
+
+
+def field_value(field: Any) -> str | float | int:
+    """A scalar or string metadata field of a ``gguf.GGUFReader`` (``ReaderField.contents`` came after gguf 0.10)."""
+    value = field.parts[field.data[0]]
+    if field.types and field.types[0].name == "STRING":
+        return bytes(value).decode("utf-8")
+    return value.tolist()[0]
