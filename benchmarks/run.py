@@ -215,6 +215,16 @@ def bot_registry(folder: Path, base: str, adapters: list[str], max_tokens: int) 
     return path
 
 
+def route_alone(registry: Path) -> dict[str, Any]:
+    """Routing latency in a process where no engine thread has run torch yet (as `chatbot route` runs)."""
+    from chatbot import registry as registries
+    from chatbot.routing import router_for_registry
+    from chatbot.routing.accuracy import latency
+
+    p50, p95, n = latency(router_for_registry(registries.load(registry)), MESSAGES * 25)
+    return {"p50": p50, "p95": p95, "messages": n}
+
+
 def turns(registry: Path, llm: Any | None, count: int) -> dict[str, Any]:
     """Whole turns through Bot.reply, and llama.cpp alone on the same prompt and number of new tokens."""
     from chatbot.bot import Bot
@@ -370,6 +380,12 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         print(f"making {most} adapters", flush=True)
         adapters = make_adapters(base, folder / "adapters", most)
 
+        print("routing, before any engine has run", flush=True)
+        bot_dir = folder / "bot"
+        bot_dir.mkdir()
+        registry = bot_registry(bot_dir, base, adapters[:4], size["turn_tokens"])
+        found["route_ms_alone"] = route_alone(registry)
+
         print("decoding at batch 1", flush=True)
         engines = {"ours": BatchedBackend("cpu"), "ours_int8": BatchedBackend("cpu", quantize="int8"), "reference": LocalBackend("cpu")}
         if llm is not None and gguf_of(base) is not None:  # the same GGUF on llama.cpp, each skill's adapter as a GGUF LoRA
@@ -405,9 +421,6 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["adapter_slots"] = ADAPTER_SLOTS
 
         print("routing and whole turns", flush=True)
-        bot_dir = folder / "bot"
-        bot_dir.mkdir()
-        registry = bot_registry(bot_dir, base, adapters[:4], size["turn_tokens"])
         found.update(turns(registry, llm, size["turns"]))
 
         print("training", flush=True)
@@ -483,10 +496,13 @@ def render(d: dict[str, Any]) -> str:
         lines.append(f"| resident MB with {n} skills (at most {d['adapter_slots']} adapters resident) | **{_f(rss[f'skills_{n}'], 0)}** | "
                      f"one skill: {_f(one, 0)} · {d['naive_count']} models "
                      f"loaded apart: {_f(naive, 0)} | +{(rss[f'skills_{n}'] - one) / (n - 1):.1f} MB a skill |")
-    route, turn, train, srv = d["route_ms"], d["turn_s"], d["train_tps"], d["server"]
+    route, alone, turn, train, srv = d["route_ms"], d.get("route_ms_alone"), d["turn_s"], d["train_tps"], d["server"]
     lines += [
         f"| cold adapter load, ms (median) | {_f(d['cold_adapter_ms'])} | - | - |",
-        f"| routing latency p50 / p95, ms ({route['messages']} messages) | **{_f(route['p50'])}** / {_f(route['p95'])} | - | - |",
+        *([f"| routing latency p50 / p95, ms ({alone['messages']} messages), before any engine has run | **{_f(alone['p50'])}** / "
+           f"{_f(alone['p95'])} | - | - |"] if alone else []),
+        f"| routing latency p50 / p95, ms ({route['messages']} messages), in the bot's process after its engine has run | "
+        f"**{_f(route['p50'])}** / {_f(route['p95'])} | - | - |",
         f"| whole turn p50, s ({turn['turns']} turns through `Bot.reply`: route + prompt + up to {d['turn_tokens']} new tokens) | **{_f(turn['ours_p50'], 3)}** | "
         f"llama.cpp alone, same prompt and tokens: {_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_p50'], turn['llamacpp_p50'])} |",
         f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
@@ -497,6 +513,10 @@ def render(d: dict[str, Any]) -> str:
         "",
         "The skills are adapters made for the benchmark (r=16 on every linear layer, random weights); `benchmarks/results.json` holds every "
         "figure. Command: `.venv/bin/python benchmarks/run.py`",
+        "",
+        "Routing in a process whose engine thread has run torch is slower: a second thread that has run torch, even idle, halves the "
+        "speed of the small matmuls of another (measured apart); each such thread has an OpenMP team of its own, and with more OpenMP "
+        "threads than cores libgomp stops spinning between parallel regions (our reading of it).",
         *([] if d.get("llamacpp_cache_reset") else [
             "", "This run let llama.cpp keep its KV cache between runs of the same prompt, so its time to first token (and part of its "
                 "whole-turn time) skipped reading the prompt: those two llama.cpp figures are too low. The script now resets it; the next "
