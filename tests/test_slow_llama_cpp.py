@@ -8,6 +8,7 @@ builds it (pip caches the wheel). The server runs the SmolLM2 GGUF that `llm-smo
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def _ensure_llama_cpp_server() -> None:
             pytest.skip("llama-cpp-python is not installed: set CHATBOT_BUILD_LLAMA_CPP=1 to build it (long on 2 cores)")
         env = os.environ | {"CMAKE_ARGS": "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF",
                             "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "llama-cpp-python[server]"], check=True, env=env)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "llama-cpp-python[server]==0.3.36"], check=True, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def _llama_logits(engine: Any, adapter: str | None, text: str) -> Any:
         return np.ctypeslib.as_array(base.llm._ctx.get_logits(), shape=(base.llm.n_vocab(),)).astype(np.float32)  # the last token's
 
 
-def test_the_llama_cpp_engine_applies_a_peft_adapter_as_peft_does(smollm_adapters: dict[str, str]) -> None:
+def test_the_llama_cpp_engine_applies_a_peft_adapter_as_peft_does(smollm_adapters: dict[str, str], tmp_path: Path) -> None:
     import numpy as np
 
     from chatbot.backends.llama_cpp_engine import LlamaCppBackend
@@ -137,6 +138,13 @@ def test_the_llama_cpp_engine_applies_a_peft_adapter_as_peft_does(smollm_adapter
         assert np.corrcoef(change_peft, change_llama)[0, 1] > 0.9, name
         assert 0.6 < np.linalg.norm(change_llama) / np.linalg.norm(change_peft) < 1.5, name  # and as much (rsLoRA's scale is 2.8x)
     assert np.allclose(_llama_logits(engine, None, PROMPT), plain_llama, atol=1e-3)  # the adapter comes off again
+    expected = {name: _llama_logits(engine, adapter, PROMPT) for name, adapter in smollm_adapters.items()}
+    moving = tmp_path / "retrained"  # a skill retrained in its folder while set on the context: the next request runs the new weights
+    shutil.copytree(smollm_adapters["plain"], moving)
+    assert np.allclose(_llama_logits(engine, str(moving), PROMPT), expected["plain"], atol=1e-3)
+    shutil.rmtree(moving)
+    shutil.copytree(smollm_adapters["rslora"], moving)
+    assert np.allclose(_llama_logits(engine, str(moving), PROMPT), expected["rslora"], atol=1e-3)
 
 
 def test_the_llama_cpp_engine_answers_as_the_reference_engine_does(smollm_adapters: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

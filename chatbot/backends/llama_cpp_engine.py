@@ -72,12 +72,13 @@ class _Base:
         """Set *folder*'s adapter (None: no adapter) on the context (call with the lock held)."""
         import llama_cpp
 
-        if folder == self.current and (folder is None or folder in self.loaded):
+        handle = self.adapter(folder) if folder is not None else None  # a retrained adapter is loaded again (and unset first)
+        if folder == self.current:
             return
-        if folder is None:
+        if handle is None:
             llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
         else:
-            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.adapter(folder))
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
             llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
         self.current = folder
         self.llm.reset()  # the cached prompt was computed under the other adapter
