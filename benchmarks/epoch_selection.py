@@ -46,7 +46,8 @@ CHATBOT = str(Path(sys.executable).with_name("chatbot"))
 POLICIES = {"last": ("last", 0)} | {f"{select}, {f'patience {n}' if n else 'never stop'}": (select, n)
                                      for select in ("best-loss", "best-metric") for n in (1, 2, 3, 5, 0)}
 _DEFAULTS = Hyperparameters()
-DEFAULT = next(policy for policy, rule in POLICIES.items() if rule == (_DEFAULTS.select, _DEFAULTS.early_stopping_patience))
+DEFAULT = next(policy for policy, (select, patience) in POLICIES.items()  # patience means nothing to "last"
+               if select == _DEFAULTS.select and (select == "last" or patience == _DEFAULTS.early_stopping_patience))
 
 
 def run(*args: str, cwd: Path) -> str:
@@ -120,13 +121,14 @@ def render(d: dict[str, Any]) -> str:
     for policy in POLICIES:
         cells = [f"{d['skills'][n]['mean'][policy]:.3f} (e{','.join(str(r['policies'][policy]['epoch']) for r in d['skills'][n]['runs'])})"
                  for n in names]
-        label = f"**{policy}** (default)" if policy == d["default"] else policy
+        label = f"**{policy}** (the default when measured)" if policy == d["default"] else policy
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {d['mean'][policy]:.3f} | {len(d['below_last'][policy]) if policy != 'last' else '—'} |")
     verdict = "never scored below" if d["default_never_worse_than_last"] else "scored below"
     base = f" Base model: `{d['base']}`." if d["base"] else ""
-    lines += ["", f"The default ({d['default']}) {verdict} the last epoch on "
+    now = "" if d["default"] == DEFAULT else f" The default is now {DEFAULT}, chosen on these figures."
+    lines += ["", f"The default when measured ({d['default']}) {verdict} the last epoch on "
               f"{'any skill' if verdict.startswith('never') else ', '.join(d['below_last'][d['default']])} here (seed means); "
-              f"on {d['cpu_cores']} CPU cores.{base}",
+              f"on {d['cpu_cores']} CPU cores.{base}{now}",
               "", f"Command: `.venv/bin/python benchmarks/epoch_selection.py --seeds {d['seeds']}`"]
     return "\n".join(lines)
 
