@@ -89,7 +89,7 @@ def test_the_best_epoch_is_registered_and_the_best_and_last_are_kept(tiny_base: 
 
     out = tmp_path / "adapter"
     result = train_lora(PAIRS, out, base_model=tiny_base, valid_examples=CONTRADICTED,
-                        hyperparameters=Hyperparameters(n_epochs=6, early_stopping_patience=0, **OVERFIT))
+                        hyperparameters=Hyperparameters(n_epochs=6, select="best-loss", early_stopping_patience=0, **OVERFIT))
     assert len(result.epochs) == 6 and not result.stopped_early
     best = min(result.epochs, key=lambda e: e.valid_loss)
     assert result.best_epoch == best.epoch < 6 and result.selected_epoch == best.epoch  # the best is not the last
@@ -105,7 +105,7 @@ def test_the_best_epoch_is_registered_and_the_best_and_last_are_kept(tiny_base: 
 
 def test_training_stops_when_validation_stops_improving(tiny_base: str, tmp_path: Path):
     result = train_lora(PAIRS, tmp_path / "adapter", base_model=tiny_base, valid_examples=CONTRADICTED,
-                        hyperparameters=Hyperparameters(n_epochs=30, early_stopping_patience=2, **OVERFIT))
+                        hyperparameters=Hyperparameters(n_epochs=30, select="best-loss", early_stopping_patience=2, **OVERFIT))
     assert result.stopped_early and len(result.epochs) == result.best_epoch + 2 < 30
     assert result.selected_epoch == result.best_epoch
     assert result.trained_tokens == sum(len(encode_ids) for encode_ids in _token_counts(tiny_base)) * len(result.epochs)
@@ -115,7 +115,7 @@ def test_replaying_a_full_run_gives_what_early_stopping_would_have(tiny_base: st
     full = train_lora(PAIRS, tmp_path / "full", base_model=tiny_base, valid_examples=CONTRADICTED,
                       hyperparameters=Hyperparameters(n_epochs=12, early_stopping_patience=0, select="last", **OVERFIT), keep_last=12)
     stopped = train_lora(PAIRS, tmp_path / "stopped", base_model=tiny_base, valid_examples=CONTRADICTED,
-                         hyperparameters=Hyperparameters(n_epochs=12, early_stopping_patience=2, **OVERFIT))
+                         hyperparameters=Hyperparameters(n_epochs=12, select="best-loss", early_stopping_patience=2, **OVERFIT))
     assert full.checkpoints == list(range(1, 13))  # every epoch kept: each policy's pick can be scored afterwards
     assert [e.valid_loss for e in full.epochs[: len(stopped.epochs)]] == [e.valid_loss for e in stopped.epochs]
     assert replay(full.epochs, "best-loss", 2) == (stopped.selected_epoch, stopped.epochs[-1].epoch)
@@ -174,7 +174,7 @@ def test_a_kept_checkpoint_can_be_registered_as_a_skill(tiny_base: str, tmp_path
     valid.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in CONTRADICTED))
     path = tmp_path / "models.yaml"
     trained = train_skill("shop", "qa", data, valid=valid, base=tiny_base, registry_path=path,
-                          hyperparameters=Hyperparameters(n_epochs=5, early_stopping_patience=0, **OVERFIT))
+                          hyperparameters=Hyperparameters(n_epochs=5, select="best-loss", early_stopping_patience=0, **OVERFIT))
     assert trained.training.selected_epoch < 5
     runner = CliRunner()
     missing = runner.invoke(app, ["registry", "checkpoint", "shop", "4", "--as", "shop-e4", "--registry", str(path)])

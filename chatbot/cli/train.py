@@ -41,10 +41,10 @@ def train(
     learning_rate_multiplier: Annotated[float | None, typer.Option("--learning-rate-multiplier", help="scales the reference learning rate")] = None,
     prompt_loss_weight: Annotated[float | None, typer.Option("--prompt-loss-weight", help="loss weight of prompt tokens (default 0.01)")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="random seed")] = None,
-    select: Annotated[str | None, typer.Option("--select", help="with --valid, the epoch registered: best-loss (default), best-metric "
-                                               "(the skill's metric on --valid), last")] = None,
-    early_stopping_patience: Annotated[int | None, typer.Option("--early-stopping-patience", help="with --valid, stop after N epochs "
-                                                                "without improvement (default 3; 0: never)")] = None,
+    select: Annotated[str | None, typer.Option("--select", help="with --valid, the epoch registered: last (default), best-loss, "
+                                               "best-metric (the skill's metric on --valid)")] = None,
+    early_stopping_patience: Annotated[int | None, typer.Option("--early-stopping-patience", help="with --select best-loss or best-metric, stop "
+                                                                "after N epochs without improvement (default 3; 0: never)")] = None,
     keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="with --valid, keep checkpoints of the last N epochs "
                                            "besides the best (default 1)")] = 1,
     description: Annotated[str, typer.Option("--description", help="what the skill does, for people and the router")] = "",

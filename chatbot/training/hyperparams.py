@@ -17,12 +17,14 @@
   it is not the CPU default.
 * ``prompt_loss_weight``: the weight of the loss on prompt tokens, completion tokens weighing 1.
   Default 0.01 as OpenAI's legacy API; 0 trains on the completion only.
-* ``select`` (ours): which epoch's adapter is registered when there is validation data: the one
-  with the lowest validation loss (``best-loss``, the default), the best score of the skill's own
-  metric on the validation file (``best-metric``: greedy answers to at most ``METRIC_ROWS`` rows
-  after each epoch), or the ``last``. Without validation data, the last.
-* ``early_stopping_patience`` (ours): stop when the selected measure has not improved for this many
-  epochs (0: never stop early).
+* ``select`` (ours): which epoch's adapter is registered when there is validation data: the
+  ``last`` (the default), the one with the lowest validation loss (``best-loss``), or the best score
+  of the skill's own metric on the validation file (``best-metric``: greedy answers to at most
+  ``METRIC_ROWS`` rows after each epoch). Without validation data, the last. The default is chosen by
+  ``benchmarks/epoch_selection.py``: on the demo skills (3 seeds) neither measure picked epochs that
+  scored better than the last, and each scored below it on some skill.
+* ``early_stopping_patience`` (ours): with ``best-loss`` or ``best-metric``, stop when that measure
+  has not improved for this many epochs (0: never stop early).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class Hyperparameters(BaseModel):
         default="auto", description="bf16 autocast on a GPU that supports it (auto), or always (bf16) / never (fp32)"
     )
     select: Literal["best-loss", "best-metric", "last"] = Field(
-        default="best-loss", description="the epoch registered when there is validation data: lowest validation loss, best metric, or the last")
+        default="last", description="the epoch registered when there is validation data: the last, lowest validation loss, or best metric")
     early_stopping_patience: int = Field(default=3, ge=0, le=100, description="epochs without improvement before training stops; 0: never")
 
     def resolved(self, n_examples: int) -> Hyperparameters:
