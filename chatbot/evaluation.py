@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.answer import skill_request
-from chatbot.backends.base import Backend
+from chatbot.backends.base import Backend, complete_all
 from chatbot.registry import Registry
 from chatbot.files import file_sha256
 
@@ -25,7 +25,8 @@ def evaluate_skill(
     """Generate a completion for every prompt of *data* and score it against the reference.
 
     The scores sit at the top level of the result (``micro_f1``, ``accuracy``, …).
-    Decoding is greedy (temperature 0) so that a score can be reproduced. With *baseline*, the
+    Decoding is greedy (temperature 0) so that a score can be reproduced; the prompts are sent together,
+    so the batched engine answers them as batches. With *baseline*, the
     untuned base model answers the same prompts too, and its scores go under ``baseline``.
     """
     from chatbot.data.io import load_examples
@@ -35,12 +36,8 @@ def evaluate_skill(
     references = [e.completion for e in examples]
 
     def run(use_adapter: bool) -> tuple[dict[str, Any], list[str]]:
-        predictions = []
-        for example in examples:
-            request = skill_request(registry, skill, example.prompt, use_adapter=use_adapter, temperature=0.0)
-            predictions.append(backend.complete(request).text)
-            if on_example:
-                on_example()
+        requests = [skill_request(registry, skill, e.prompt, use_adapter=use_adapter, temperature=0.0) for e in examples]
+        predictions = [c.text for c in complete_all(backend, requests, on_example)]  # batched on the batched engine
         sources = [e.prompt for e in examples] if skill.ground_entities else None
         return skill.skill_kind.score(predictions, references, skill.stop, sources), predictions
 

@@ -180,3 +180,23 @@ def test_local_skills_run_on_the_batched_engine_unless_the_reference_is_asked_fo
     monkeypatch.setenv(ENGINE_ENV, "fast")
     with pytest.raises(Exception, match="use batched"):
         BackendPool().for_skill(skill)
+
+
+def test_an_evaluation_sends_its_prompts_as_one_batch(tiny_adapters: tuple[str, str, str], reference: LocalBackend, tmp_path: Path) -> None:
+    import json
+
+    from bot_helpers import write_adapter_registry
+
+    from chatbot.evaluation import evaluate_skill
+    from chatbot.registry import load
+
+    base, a, b = tiny_adapters
+    registry = load(write_adapter_registry(tmp_path, base, a, b, max_tokens=8))
+    data = tmp_path / "shop.jsonl"
+    rows = [{"prompt": p, "completion": f"{x} END"} for p, x in zip(ADAPTER_PROMPTS, ADAPTER_ANSWERS["a"])] * 3
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    engine, seen = BatchedBackend("cpu"), []
+    batched = evaluate_skill(registry, "shop", data, engine, on_example=lambda: seen.append(1))
+    assert engine.joins == [len(rows)] and len(seen) == len(rows)  # all at once, progress for each
+    one_by_one = evaluate_skill(registry, "shop", data, reference)
+    assert batched["examples"] == one_by_one["examples"] and batched["token_f1"] == one_by_one["token_f1"] == 1.0

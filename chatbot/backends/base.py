@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -86,3 +86,16 @@ def drain(stream: CompletionStream) -> Completion:
             if not isinstance(end.value, Completion):
                 raise TypeError("the backend's stream ended without its Completion") from None
             return end.value
+
+
+def complete_all(backend: Backend, requests: list[GenerationRequest], on_done: Callable[[], None] | None = None) -> list[Completion]:
+    """Every request's completion, in order: together where the backend batches (its ``complete_many``), else one by one."""
+    together = getattr(backend, "complete_many", None)
+    if together is not None:
+        return together(requests, on_done=on_done)
+    answers = []
+    for request in requests:
+        answers.append(backend.complete(request))
+        if on_done:
+            on_done()
+    return answers

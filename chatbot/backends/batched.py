@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,14 @@ class BatchedBackend:
     def complete(self, request: GenerationRequest) -> Completion:
         return drain(self.stream(request))
 
-    def complete_many(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """Answer *requests* together: they are queued at once, so they join the batch together."""
-        return [drain(_relay(job)) for job in self._submit(requests)]
+    def complete_many(self, requests: list[GenerationRequest], on_done: Callable[[], None] | None = None) -> list[Completion]:
+        """Answer *requests* together: they are queued at once, so they join the batch together (``on_done()`` after each, in order)."""
+        answers = []
+        for job in self._submit(requests):
+            answers.append(drain(_relay(job)))
+            if on_done:
+                on_done()
+        return answers
 
     def _submit(self, requests: list[GenerationRequest]) -> list[_Job]:
         jobs = [_Job(request) for request in requests]
