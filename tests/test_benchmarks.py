@@ -18,7 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import results  # noqa: E402
 
-SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection", "run"]
+SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection", "run", "quantized"]
 
 
 def script(name: str) -> Any:
