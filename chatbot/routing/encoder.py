@@ -63,7 +63,7 @@ def resolve_encoder(name: str) -> tuple[str, str]:
 
 def encoder_dtype() -> str:
     """The dtype the encoder's weights are loaded in (``$CHATBOT_ENCODER_DTYPE``): ``auto`` is bfloat16 on a CPU with bf16
-    instructions (routing a message takes about half the time, the embeddings' cosine with float32's is above 0.9999),
+    instructions (routing a message takes about half the time, the embeddings' cosine with float32's is above 0.999),
     float32 elsewhere."""
     asked = os.environ.get(ENCODER_DTYPE_ENV, "auto").strip().lower() or "auto"
     if asked not in ("auto", "float32", "bfloat16"):
