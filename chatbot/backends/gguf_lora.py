@@ -21,7 +21,7 @@ PEFT_PREFIX = "base_model.model."
 PERMUTED = {"llama": {"q_proj": "head_count", "k_proj": "head_count_kv"}}  # architecture -> rows of lora_B to permute, by head count
 
 
-def stamp(path: Path) -> str:
+def _stamp(path: Path) -> str:
     found = path.stat()
     return f"{path.resolve()}:{found.st_size}:{found.st_mtime_ns}"
 
@@ -34,7 +34,7 @@ def cached_gguf_lora(adapter: Path, base_gguf: Path, cache: Path) -> Path:
     for file in files:
         if not file.exists():
             raise ServerFault(f"{adapter}: no adapter there ({file.name} missing)", hint="train the skill with `chatbot train`")
-    key = hashlib.sha256("\n".join([*(stamp(f) for f in files), stamp(base_gguf)]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\n".join([*(_stamp(f) for f in files), _stamp(base_gguf)]).encode()).hexdigest()[:24]
     target = cache / f"{adapter.name}-{key}.gguf"
     if not target.exists():
         cache.mkdir(parents=True, exist_ok=True)

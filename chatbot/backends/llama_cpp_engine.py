@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, drain
-from chatbot.backends.gguf_lora import cached_gguf_lora, stamp
+from chatbot.backends.batched import _checked_stamp, _folder
+from chatbot.backends.gguf_lora import cached_gguf_lora
 from chatbot.backends.local import StopMatcher
 from chatbot.defaults import cache_dir
 from chatbot.errors import ServerFault
@@ -45,14 +46,14 @@ class _Base:
         self.gguf = found
         self.llm = Llama(model_path=str(self.gguf), n_ctx=CONTEXT, n_threads=thread_count(), n_threads_batch=thread_count(), verbose=False)
         self.lock = threading.Lock()  # one generation at a time on this context
-        self.loaded: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # adapter folder -> (its files' stamp, llama.cpp adapter)
+        self.loaded: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # adapter folder -> (its files' stamp, llama.cpp adapter)
         self.current: str | None = None  # the adapter set on the context
 
     def adapter(self, folder: str) -> Any:
         """The llama.cpp adapter of peft *folder*, converted and loaded if new or changed (call with the lock held)."""
         import llama_cpp
 
-        files = stamp(Path(folder) / "adapter_model.safetensors") if (Path(folder) / "adapter_model.safetensors").exists() else ""
+        files = _checked_stamp(folder)  # as the batched engine tells a retrained adapter
         found = self.loaded.get(folder)
         if found is not None and found[0] == files:
             self.loaded.move_to_end(folder)
@@ -170,7 +171,3 @@ def gguf_of(base: str) -> Path | None:
     if base in _BUNDLED:
         return bundled_gguf(base)
     return Path(base).expanduser().resolve() if base.endswith(".gguf") else None
-
-
-def _folder(adapter: str) -> str:
-    return str(Path(adapter).expanduser().resolve())
