@@ -514,9 +514,9 @@ def render(d: dict[str, Any]) -> str:
         "The skills are adapters made for the benchmark (r=16 on every linear layer, random weights); `benchmarks/results.json` holds every "
         "figure. Command: `.venv/bin/python benchmarks/run.py`",
         "",
-        "Routing in a process whose engine thread has run torch is slower: a second thread that has run torch, even idle, halves the "
-        "speed of the small matmuls of another (measured apart); each such thread has an OpenMP team of its own, and with more OpenMP "
-        "threads than cores libgomp stops spinning between parallel regions (our reading of it).",
+        "Routing in a process whose engine thread has run torch is slower: a second thread that has run torch, even idle, slows the "
+        "small matmuls of another; each such thread has an OpenMP team of its own, and with more OpenMP threads than cores libgomp "
+        "stops spinning between parallel regions (our reading of it).",
         *([] if d.get("llamacpp_cache_reset") else [
             "", "This run let llama.cpp keep its KV cache between runs of the same prompt, so its time to first token (and part of its "
                 "whole-turn time) skipped reading the prompt: those two llama.cpp figures are too low. The script now resets it; the next "
