@@ -98,9 +98,9 @@ def test_the_best_epoch_is_registered_and_the_best_and_last_are_kept(tiny_base: 
     assert all(torch.equal(registered[k], kept_best[k]) for k in registered)
     assert not all(torch.equal(registered[k], kept_last[k]) for k in registered)
 
-    last = train_lora(PAIRS, tmp_path / "last", base_model=tiny_base, valid_examples=CONTRADICTED,
-                      hyperparameters=Hyperparameters(n_epochs=6, early_stopping_patience=0, select="last", **OVERFIT))
-    assert last.selected_epoch == 6 and all(torch.equal(_weights(tmp_path / "last")[k], kept_last[k]) for k in kept_last)
+    last = train_lora(PAIRS, tmp_path / "last", base_model=tiny_base, valid_examples=CONTRADICTED,  # the default: the last epoch
+                      hyperparameters=Hyperparameters(n_epochs=6, **OVERFIT))
+    assert last.hyperparameters.select == "last" and len(last.epochs) == 6 and last.selected_epoch == 6 and all(torch.equal(_weights(tmp_path / "last")[k], kept_last[k]) for k in kept_last)
 
 
 def test_training_stops_when_validation_stops_improving(tiny_base: str, tmp_path: Path):
