@@ -141,7 +141,7 @@ def test_a_stream_left_early_stops_its_row(tiny_base: str) -> None:
     next(stream)
     stream.close()  # the client went away
     assert job.abandoned
-    with engine._wake:  # the engine takes the next batch only when this is let go
+    with engine._lock:  # the engine takes the next batch only when this is let go
         [left] = engine._submit([request])
         left.abandoned = True
     while not isinstance(item := left.out.get(timeout=60), Completion):
@@ -158,7 +158,7 @@ def test_a_request_joins_a_batch_already_running(tiny_adapters: tuple[str, str, 
     next(stream)  # it runs
     joining = [GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=12, stop=[" END"])
                for adapter, prompt in ((b, ADAPTER_PROMPTS[0]), (None, "x"), (a, "Tell me a long story about the shop and its bikes, please"))]
-    with engine._wake:  # between two steps of the running row
+    with engine._lock:  # between two steps of the running row
         later = engine._submit(joining)
     assert [drain(_relay(job)).text for job in later] == [reference.complete(r).text for r in joining]
     rest = drain(stream)

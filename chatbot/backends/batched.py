@@ -28,6 +28,7 @@ from typing import Any
 from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, drain
 from chatbot.backends.local import StopMatcher, _logprobs_of, _sample, _stamp, _token_logprobs, end_ids
 from chatbot.errors import ServerFault
+from chatbot.runtime import torch_thread
 
 MAX_BATCH = int(os.environ.get("CHATBOT_MAX_BATCH", 8))
 ADAPTER_SLOTS = int(os.environ.get("CHATBOT_ADAPTER_SLOTS", 32))
@@ -70,9 +71,8 @@ class BatchedBackend:
         about 4× less to read per token on a CPU; outputs then differ from the reference path (see the README)."""
         import torch
 
-        from chatbot.runtime.device import default_device, set_threads
+        from chatbot.runtime.device import default_device
 
-        set_threads()
         self.device = device or default_device()
         if quantize not in (None, "int8"):
             raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use int8, or leave it unset")
@@ -83,16 +83,18 @@ class BatchedBackend:
         self._bases: dict[str, _Base] = {}
         self._loading = threading.Lock()
         self._waiting: list[_Job] = []
-        self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="batched-engine", daemon=True)
-        self._thread.start()
+        self._lock = threading.RLock()  # over _waiting and _serving
+        self._serving = False  # a task of the torch thread serves the waiting requests
 
     # -- the Backend interface ---------------------------------------------------------------------
 
     def preload(self, base: str, adapter: str | None = None) -> None:
-        loaded = self._base(base)
-        if adapter is not None:
-            loaded.slots.release(loaded.slots.acquire(_folder(adapter), _checked_stamp(adapter)))
+        def load() -> None:
+            loaded = self._base(base)
+            if adapter is not None:
+                loaded.slots.release(loaded.slots.acquire(_folder(adapter), _checked_stamp(adapter)))
+
+        torch_thread.run(load)
 
     def stream(self, request: GenerationRequest) -> CompletionStream:
         [job] = self._submit([request])
@@ -112,17 +114,19 @@ class BatchedBackend:
 
     def _submit(self, requests: list[GenerationRequest]) -> list[_Job]:
         jobs = [_Job(request) for request in requests]
-        with self._wake:
+        with self._lock:
             self._waiting.extend(jobs)
-            self._wake.notify()
+            start, self._serving = not self._serving, True
+        if start:
+            torch_thread.submit(self._serve_waiting)
         return jobs
 
     def count_tokens(self, base: str, text: str) -> int:
-        loaded = self._base(base)
+        loaded = self._bases.get(base) or torch_thread.run(lambda: self._base(base))
         with loaded.counter_lock:
             return len(loaded.counter(text, add_special_tokens=False)["input_ids"])
 
-    # -- the engine thread -------------------------------------------------------------------------
+    # -- on the torch thread ---------------------------------------------------------------------------
 
     def _base(self, name: str) -> _Base:
         with self._loading:
@@ -130,27 +134,28 @@ class BatchedBackend:
                 self._bases[name] = _Base(name, self.device, self.adapter_slots, self.max_lora_rank, self.adapter_dtype, self.quantize)
             return self._bases[name]
 
-    def _run(self) -> None:
+    def _serve_waiting(self) -> None:
+        """Serve the waiting requests, a base at a time, until none is left (a task of :mod:`chatbot.runtime.torch_thread`)."""
         import torch
 
         while True:
-            with self._wake:
-                while not self._waiting:
-                    self._wake.wait()
+            with self._lock:
+                if not self._waiting:
+                    self._serving = False
+                    return
                 name = self._waiting[0].request.base_model
             try:
                 base = self._base(name)
+                with torch.inference_mode():
+                    self._serve(name, base)
             except Exception as exc:  # noqa: BLE001 - a base that cannot load fails the requests for it
                 for job in self._take(name, 10**9, set(), 10**9):
                     job.out.put(exc)
-                continue
-            with torch.inference_mode():
-                self._serve(name, base)
 
     def _take(self, name: str, room: int, adapters: set[str], slots: int) -> list[_Job]:
         """Waiting requests for base *name*, in order, while there is a row for each and a slot for its adapter."""
         taken: list[_Job] = []
-        with self._wake:
+        with self._lock:
             for job in self._waiting:
                 if job.request.base_model != name or len(taken) == room:
                     continue
@@ -165,6 +170,7 @@ class BatchedBackend:
         """Run one batch on *base* until nothing is left for it: requests join between steps, ended rows leave."""
         batch = _Batch(base, self.device)
         while True:
+            torch_thread.run_pending()  # short work (a message to route) between two steps
             joining = self._take(name, self.max_batch - len(batch.rows), batch.adapters(), self.adapter_slots)
             try:
                 if joining:
@@ -172,7 +178,7 @@ class BatchedBackend:
                     batch.join([job for job in joining if batch.hold(job)])
                 batch.prune()
                 if not batch.rows:
-                    with self._wake:
+                    with self._lock:
                         if not any(job.request.base_model == name for job in self._waiting):
                             return
                     continue
