@@ -251,6 +251,15 @@ def turns(registry: Path, llm: Any | None, count: int) -> dict[str, Any]:
                        "llamacpp_p50": statistics.median(theirs) if theirs else None, "turns": count}}
 
 
+def turns_of(registry: Path, gguf: Path | None, count: int, engine: str | None = None) -> dict[str, Any]:
+    """:func:`turns` in a fresh process, as a bot runs: torch has run on no other thread of it (see
+    :mod:`chatbot.runtime.torch_thread`), unlike this one, which ran the baselines. *engine*: ``$CHATBOT_ENGINE`` there."""
+    env = {**os.environ, **({"CHATBOT_ENGINE": engine} if engine else {})}
+    job = {"registry": str(registry), "gguf": str(gguf) if gguf else None, "count": count}
+    done = subprocess.run([sys.executable, __file__, "--_turns", json.dumps(job)], check=True, capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -421,7 +430,9 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["adapter_slots"] = ADAPTER_SLOTS
 
         print("routing and whole turns", flush=True)
-        found.update(turns(registry, llm, size["turns"]))
+        found.update(turns_of(registry, gguf if llm else None, size["turns"]))
+        if "ours_llamacpp" in found["decode_tps"] and found["decode_tps"]["ours_llamacpp"] is not None:
+            found["turn_s"]["ours_llamacpp_p50"] = turns_of(registry, None, size["turns"], "llama-cpp")["turn_s"]["ours_p50"]
 
         print("training", flush=True)
         found["train_tps"] = training(base, _training_rows(size["train_rows"], quick))
@@ -505,6 +516,8 @@ def render(d: dict[str, Any]) -> str:
         f"**{_f(route['p50'])}** / {_f(route['p95'])} | - | - |",
         f"| whole turn p50, s ({turn['turns']} turns through `Bot.reply`: route + prompt + up to {d['turn_tokens']} new tokens) | **{_f(turn['ours_p50'], 3)}** | "
         f"llama.cpp alone, same prompt and tokens: {_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_p50'], turn['llamacpp_p50'])} |",
+        *([f"| the same with the llama.cpp engine (`CHATBOT_ENGINE=llama-cpp`) | **{_f(turn['ours_llamacpp_p50'], 3)}** | llama.cpp alone: "
+           f"{_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_llamacpp_p50'], turn['llamacpp_p50'])} |"] if turn.get("ours_llamacpp_p50") else []),
         f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
         f"{_ratio(train['ours'], train['hf_trainer'])} |",
         f"| `chatbot serve` requests/s, 1 / 8 `openai`-client users | **{_f(srv['rps_1'], 2)}** / **{_f(srv['rps_8'], 2)}** | 1 user: {_f(srv['rps_1'], 2)} | "
@@ -514,9 +527,9 @@ def render(d: dict[str, Any]) -> str:
         "The skills are adapters made for the benchmark (r=16 on every linear layer, random weights); `benchmarks/results.json` holds every "
         "figure. Command: `.venv/bin/python benchmarks/run.py`",
         "",
-        "Routing in a process whose engine thread has run torch is slower: a second thread that has run torch, even idle, slows the "
-        "small matmuls of another; each such thread has an OpenMP team of its own, and with more OpenMP threads than cores libgomp "
-        "stops spinning between parallel regions (our reading of it).",
+        "Routing and whole turns are measured in a fresh process, as a bot runs. There one thread runs torch with every core "
+        "(`chatbot/runtime/torch_thread.py`): with a second thread running torch, each with an OpenMP team of its own, libgomp "
+        "stops spinning between parallel regions and a message took about twice as long to route.",
         *([] if d.get("llamacpp_cache_reset") else [
             "", "This run let llama.cpp keep its KV cache between runs of the same prompt, so its time to first token (and part of its "
                 "whole-turn time) skipped reading the prompt: those two llama.cpp figures are too low. The script now resets it; the next "
@@ -533,7 +546,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--install-llama-cpp", action="store_true", help=f"pip install {LLAMA_CPP} first (builds from source)")
     parser.add_argument("--out", type=Path, help="write results.json, RESULTS.md and README.md here instead of the repository")
     parser.add_argument("--_rss", help=argparse.SUPPRESS)
+    parser.add_argument("--_turns", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._turns:
+        job = json.loads(args._turns)
+        print(json.dumps(turns(Path(job["registry"]), llama_cpp_model(Path(job["gguf"])) if job["gguf"] else None, job["count"])))
+        return
     if args._rss:
         job = json.loads(args._rss)
         print(json.dumps(rss_child(job["base"], job["adapters"], job["prompt"])))
