@@ -336,7 +336,10 @@ class Bot:
         return self.backends.for_skill(skill)
 
     def warm_up(self, on_skill: Callable[[str], Any] | None = None) -> None:
-        """Load every skill's model now, so the first reply is not slow."""
+        """Load every skill's model and the router's encoder now, so the first reply is not slow."""
+        encoder = getattr(self.router, "encoder", None)
+        if encoder is not None:
+            encoder.load()
         for skill in self.registry.skills.values():
             adapter = self.registry.adapter_path(skill)
             self.backend_for(skill).preload(skill.model_id, str(adapter) if adapter else None)

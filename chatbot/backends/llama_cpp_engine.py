@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from chatbot.backends.gguf_lora import cached_gguf_lora
 from chatbot.backends.local import StopMatcher
 from chatbot.defaults import cache_dir
 from chatbot.errors import ServerFault
+from chatbot.runtime import torch_thread
 from chatbot.runtime.device import thread_count
 
 CONTEXT = int(os.environ.get("CHATBOT_LLAMA_CPP_CONTEXT", 4096))  # tokens of prompt and completion a request may hold
@@ -105,7 +107,7 @@ class LlamaCppBackend:
     def _base(self, name: str) -> _Base:
         with self._loading:
             if name not in self._bases:
-                self._bases[name] = _Base(name)
+                self._bases[name] = torch_thread.run(lambda: _Base(name))
             return self._bases[name]
 
     def preload(self, base: str, adapter: str | None = None) -> None:
@@ -121,12 +123,30 @@ class LlamaCppBackend:
         return drain(self.stream(request))
 
     def stream(self, request: GenerationRequest) -> CompletionStream:
-        import llama_cpp
-
+        """The request runs on the torch thread (:mod:`chatbot.runtime.torch_thread`): llama.cpp's OpenMP and torch's are one
+        runtime in a process, and a second team of threads (the router's, say) took llama.cpp from 105 to 63 tokens/s."""
         if request.logprobs is not None:
             raise ServerFault("the llama.cpp engine does not give log-probabilities", hint="leave CHATBOT_ENGINE unset for logprobs")
         base = self._base(request.base_model)
+        out: queue.Queue[Any] = queue.Queue()  # pieces, then the Completion (or an exception)
+        gone = threading.Event()  # the caller stopped reading
         asked = time.perf_counter()
+        torch_thread.submit(lambda: _generate(base, request, asked, out, gone))
+        try:
+            while not isinstance(item := out.get(), Completion):
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            return item
+        finally:
+            gone.set()
+
+
+def _generate(base: _Base, request: GenerationRequest, asked: float, out: queue.Queue[Any], gone: threading.Event) -> None:
+    """Generate for *request*, putting each piece of text in *out*, then the Completion (an exception if it fails)."""
+    import llama_cpp
+
+    try:
         with base.lock:
             queued_ms = (time.perf_counter() - asked) * 1000
             base.use(_folder(request.adapter) if request.adapter else None)
@@ -141,14 +161,14 @@ class LlamaCppBackend:
             tokens = llm.generate(prompt, temp=request.temperature, top_p=request.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0)
             try:
                 for token in tokens:
-                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):  # end of text or of a turn
+                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or gone.is_set():  # end of text or of a turn
                         finish = "stop"
                         break
                     generated.append(token)
                     piece = matcher.feed(llm.detokenize(generated).decode("utf-8", errors="replace"))
                     if piece:
                         pieces.append(piece)
-                        yield piece
+                        out.put(piece)
                     if matcher.stopped:
                         finish = "stop"
                         break
@@ -160,8 +180,11 @@ class LlamaCppBackend:
                 piece = matcher.flush(llm.detokenize(generated).decode("utf-8", errors="replace"))
                 if piece:
                     pieces.append(piece)
-                    yield piece
-        return Completion(text="".join(pieces), finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated), queued_ms=queued_ms)
+                    out.put(piece)
+        out.put(Completion(text="".join(pieces), finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
+                           queued_ms=queued_ms))
+    except Exception as exc:  # noqa: BLE001 - the caller hears of it
+        out.put(exc)
 
 
 def gguf_of(base: str) -> Path | None:
