@@ -372,8 +372,8 @@ def measure(registry: Path, clients: int, seconds: float, quick: bool, job_data:
     if job:
         del job["window"]
     return {
-        "measured_at": now(), "quick": quick, "registry": shown(registry), "clients": clients, "seconds": seconds,
-        "turns_per_session": TURNS, "elapsed_s": round(elapsed, 1), "ready_s": round(ready, 1),
+        "measured_at": now(), "quick": quick, "registry": shown(registry), "engine": os.environ.get("CHATBOT_ENGINE") or "batched",
+        "clients": clients, "seconds": seconds, "turns_per_session": TURNS, "elapsed_s": round(elapsed, 1), "ready_s": round(ready, 1),
         "kinds": {kind: summary([r for r in load.records if r.kind == kind], elapsed) for kind in KINDS},
         "all": summary(load.records, elapsed),
         "sessions": sum(1 for answered in load.sessions.values() if answered), "turns_checked": outcome["turns_checked"],
@@ -393,11 +393,16 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+ENGINES = {"batched": "concurrent requests decoded together, each row with its skill's LoRA adapter",
+           "reference": "the skills' LoRA adapters switched per request, one generation at a time",
+           "llama-cpp": "the base's GGUF on llama.cpp, the skills' adapters as GGUF LoRAs switched per request, one generation at a time"}
+
+
 def render(d: dict[str, Any]) -> str:
     h, job = d["healthz"], d["job"]
     lines = [
-        (f"`chatbot serve` on `{d['registry']}` (local backend: one base model in memory, the skills' LoRA adapters switched per "
-         f"request, one generation at a time; SQLite), with an API key, on loopback. {d['clients']} clients for {d['seconds']:.0f} s"
+        (f"`chatbot serve` on `{d['registry']}` ({d.get('engine', 'batched')} engine: one base model in memory, "
+         f"{ENGINES.get(d.get('engine', 'batched'), '')}; SQLite), with an API key, on loopback. {d['clients']} clients for {d['seconds']:.0f} s"
          f"{' (a quick run)' if d['quick'] else ''}, each sending its next request when the last is answered, a third of them of each "
          f"kind; requests running at the deadline are awaited ({d['elapsed_s']:.0f} s in all). Messages: the skills' held-out "
          "prompts and off-topic ones, routed by model `chatbot`."),

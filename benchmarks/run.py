@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -151,6 +152,21 @@ def llama_cpp_decode(llm: Any, prompt: str, new_tokens: int) -> dict[str, float]
     return {"first_token_s": first - started, "decode_tps": (made - 1) / max(ended - first, 1e-9), "tokens": made}
 
 
+def llama_cpp_alone(job: dict[str, Any]) -> Any:
+    """llama.cpp as its users run it (call it with :func:`apart`): decoding as :func:`llama_cpp_decode`, or the seconds of
+    each of a bot's turns (its prompt and the tokens the bot made)."""
+    llm = llama_cpp_model(Path(job["gguf"]))
+    if job["kind"] == "decode":
+        return median_of([llama_cpp_decode(llm, job["prompt"], job["new_tokens"]) for _ in range(job["repeats"])])
+    seconds = []
+    for prompt, made in job["turns"]:  # each turn's prompt and the tokens our bot made for it
+        started = time.perf_counter()
+        llm.reset()
+        llm.create_completion(prompt, max_tokens=made, temperature=0.0, logit_bias={llm.token_eos(): -1e9})
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
@@ -196,10 +212,21 @@ def rss_child(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
     return {"rss_mb": rss_mb(), "cold_adapter_ms": statistics.median(cold) if cold else 0.0}
 
 
-def rss_of(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, __file__, "--_rss", json.dumps({"base": base, "adapters": adapters, "prompt": prompt})],
-                          check=True, capture_output=True, text=True)
+def apart(kind: str, *args: Any, env: dict[str, str] | None = None) -> Any:
+    """``CHILDREN[kind](*args)`` in a fresh process. Torch and llama.cpp share one OpenMP runtime in a process, and each
+    thread that has run either keeps a team of OpenMP threads: with a second team, libgomp stops spinning between parallel
+    regions, which took llama.cpp from 105 to 63 tokens/s here and doubled a route's time. So what a user runs alone (llama.cpp,
+    the HF Trainer, a bot) is measured where nothing else has run; the engines are measured here, on the torch thread."""
+    done = subprocess.run([sys.executable, __file__, "--_child", json.dumps([kind, args])], check=True, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def in_thread(fn: Callable[[], Any]) -> Any:
+    """*fn*'s result, run on a thread that ends after it: the reference engine runs torch on its caller's thread, and a
+    thread's OpenMP team lasts as long as the thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
 
 
 # -- routing and turns -------------------------------------------------------------------------------
@@ -225,39 +252,24 @@ def route_alone(registry: Path) -> dict[str, Any]:
     return {"p50": p50, "p95": p95, "messages": n}
 
 
-def turns(registry: Path, llm: Any | None, count: int) -> dict[str, Any]:
-    """Whole turns through Bot.reply, and llama.cpp alone on the same prompt and number of new tokens."""
+def turns(registry: str, count: int) -> dict[str, Any]:
+    """Whole turns through Bot.reply, and what each one asked of its model (the prompt, the tokens made)."""
     from chatbot.bot import Bot
     from chatbot.routing.accuracy import latency
 
-    bot = Bot.from_registry(registry)
+    bot = Bot.from_registry(Path(registry))
     bot.warm_up()
     p50, p95, n = latency(bot.router, MESSAGES * 25)
-    ours, theirs = [], []
+    ours, asked = [], []
     for i in range(count):
         text = MESSAGES[i % len(MESSAGES)]
         started = time.perf_counter()
         reply = bot.reply(f"bench-{i}", text)
         ours.append(time.perf_counter() - started)
-        if llm is not None and reply.skill:
-            skill = bot.registry.skills[reply.skill]
-            made = max(1, reply.usage.completion_tokens)
-            started = time.perf_counter()
-            llm.reset()
-            llm.create_completion(text + skill.separator, max_tokens=made, temperature=0.0, logit_bias={llm.token_eos(): -1e9})
-            theirs.append(time.perf_counter() - started)
+        if reply.skill:
+            asked.append((text + bot.registry.skills[reply.skill].separator, max(1, reply.usage.completion_tokens)))
     return {"route_ms": {"p50": p50, "p95": p95, "messages": n},
-            "turn_s": {"ours_p50": statistics.median(ours), "ours_p95": _p95(ours),
-                       "llamacpp_p50": statistics.median(theirs) if theirs else None, "turns": count}}
-
-
-def turns_of(registry: Path, gguf: Path | None, count: int, engine: str | None = None) -> dict[str, Any]:
-    """:func:`turns` in a fresh process, as a bot runs: torch has run on no other thread of it (see
-    :mod:`chatbot.runtime.torch_thread`), unlike this one, which ran the baselines. *engine*: ``$CHATBOT_ENGINE`` there."""
-    env = {**os.environ, **({"CHATBOT_ENGINE": engine} if engine else {})}
-    job = {"registry": str(registry), "gguf": str(gguf) if gguf else None, "count": count}
-    done = subprocess.run([sys.executable, __file__, "--_turns", json.dumps(job)], check=True, capture_output=True, text=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+            "turn_s": {"ours_p50": statistics.median(ours), "ours_p95": _p95(ours), "turns": count}, "asked": asked}
 
 
 def _p95(values: list[float]) -> float:
@@ -268,7 +280,8 @@ def _p95(values: list[float]) -> float:
 # -- training ------------------------------------------------------------------------------------------
 
 def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
-    """One epoch of our trainer against the HF Trainer: same model, LoRA config, batch size, lengths."""
+    """One epoch of our trainer against the HF Trainer: same model, LoRA config, batch size, lengths. Both timed from the
+    first step to the last (`trainer.train()`; our training passes), without loading the model or saving the adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
@@ -308,7 +321,7 @@ def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
         trainer.train()
         hf_s = time.perf_counter() - started
     hf_tokens = sum(len(ids) for ids in encoded)
-    return {"ours": tokens / ours.duration_s, "hf_trainer": hf_tokens / hf_s, "ours_s": ours.duration_s, "hf_trainer_s": hf_s,
+    return {"ours": tokens / ours.fit_s, "hf_trainer": hf_tokens / hf_s, "ours_s": ours.fit_s, "ours_with_loading_s": ours.duration_s, "hf_trainer_s": hf_s,
             "tokens": tokens, "rows": len(rows)}
 
 
@@ -374,7 +387,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
     set_threads()
     llama_version = ensure_llama_cpp(install)
     gguf = gguf or (bundled_gguf(base) if base == "smollm2-135m" else None)
-    llm = llama_cpp_model(gguf) if llama_version and gguf else None
+    llama = bool(llama_version and gguf)
     tokenizer = load_tokenizer(base)
     prompt = prompt_of(tokenizer, size["prompt_tokens"])
     found: dict[str, Any] = {"measured_at": now(), "date": now(), "quick": quick, "base": base, "threads": threads(),
@@ -387,7 +400,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         folder = Path(tmp)
         most = max(max(size["skills"]), max(size["sessions"]))
         print(f"making {most} adapters", flush=True)
-        adapters = make_adapters(base, folder / "adapters", most)
+        adapters = in_thread(lambda: make_adapters(base, folder / "adapters", most))
 
         print("routing, before any engine has run", flush=True)
         bot_dir = folder / "bot"
@@ -396,17 +409,23 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["route_ms_alone"] = route_alone(registry)
 
         print("decoding at batch 1", flush=True)
-        engines = {"ours": BatchedBackend("cpu"), "ours_int8": BatchedBackend("cpu", quantize="int8"), "reference": LocalBackend("cpu")}
-        if llm is not None and gguf_of(base) is not None:  # the same GGUF on llama.cpp, each skill's adapter as a GGUF LoRA
+        engines: dict[str, Any] = {"ours": BatchedBackend("cpu"), "ours_int8": BatchedBackend("cpu", quantize="int8")}
+        if llama and gguf_of(base) is not None:  # the same GGUF on llama.cpp, each skill's adapter as a GGUF LoRA
             engines["ours_llamacpp"] = LlamaCppBackend()
+        engines["reference"] = LocalBackend("cpu")
         decoded = {}
         for name, engine in engines.items():
-            engine.preload(base, adapters[0])
-            ours_decode(engine, base, adapters[0], prompt, 4)  # warm-up
-            decoded[name] = median_of([ours_decode(engine, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
-        decoded["transformers"] = median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"]) for _ in range(size["repeats"])])
-        if llm:
-            decoded["llamacpp"] = median_of([llama_cpp_decode(llm, prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+            def decode(engine: Any = engine) -> dict[str, float]:
+                engine.preload(base, adapters[0])
+                ours_decode(engine, base, adapters[0], prompt, 4)  # warm-up
+                return median_of([ours_decode(engine, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
+
+            decoded[name] = in_thread(decode)
+        decoded["transformers"] = in_thread(lambda: median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"])
+                                                               for _ in range(size["repeats"])]))
+        if llama:
+            decoded["llamacpp"] = apart("llama", {"kind": "decode", "gguf": str(gguf), "prompt": prompt, "new_tokens": size["new_tokens"],
+                                                  "repeats": size["repeats"]})
         found["decode_tps"] = {name: decoded[name]["decode_tps"] if name in decoded else None for name in DECODERS}
         found["first_token_s"] = {name: decoded[name]["first_token_s"] if name in decoded else None for name in DECODERS}
 
@@ -414,7 +433,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["aggregate"] = {}
         for name, engine in engines.items():
             for adapter in adapters[: max(size["sessions"])]:
-                engine.preload(base, adapter)
+                in_thread(lambda engine=engine, adapter=adapter: engine.preload(base, adapter))
             found["aggregate"][name] = {str(n): aggregate(engine, base, adapters, prompt, size["new_tokens"], n) for n in size["sessions"]}
         runs = found["aggregate"]["ours"]
         found["batch1_tps"] = runs["1"]["tps"]
@@ -422,7 +441,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         del engines
 
         print("memory", flush=True)
-        memory = {f"skills_{n}": rss_of(base, adapters[:n], prompt) for n in size["skills"]}
+        memory = {f"skills_{n}": apart("rss", base, adapters[:n], prompt) for n in size["skills"]}
         found["rss_mb"] = {key: m["rss_mb"] for key, m in memory.items()}
         found["rss_mb"][f"naive_{size['naive']}"] = size["naive"] * memory[f"skills_{size['skills'][0]}"]["rss_mb"]
         found["cold_adapter_ms"] = memory[f"skills_{size['skills'][-1]}"]["cold_adapter_ms"]
@@ -430,12 +449,15 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["adapter_slots"] = ADAPTER_SLOTS
 
         print("routing and whole turns", flush=True)
-        found.update(turns_of(registry, gguf if llm else None, size["turns"]))
-        if "ours_llamacpp" in found["decode_tps"] and found["decode_tps"]["ours_llamacpp"] is not None:
-            found["turn_s"]["ours_llamacpp_p50"] = turns_of(registry, None, size["turns"], "llama-cpp")["turn_s"]["ours_p50"]
+        measured = apart("turns", str(registry), size["turns"])
+        found["route_ms"], found["turn_s"] = measured["route_ms"], measured["turn_s"]
+        alone = apart("llama", {"kind": "turns", "gguf": str(gguf), "turns": measured["asked"]}) if llama else None
+        found["turn_s"]["llamacpp_p50"] = statistics.median(alone) if alone else None
+        if found["decode_tps"]["ours_llamacpp"] is not None:
+            found["turn_s"]["ours_llamacpp_p50"] = apart("turns", str(registry), size["turns"], env={"CHATBOT_ENGINE": "llama-cpp"})["turn_s"]["ours_p50"]
 
         print("training", flush=True)
-        found["train_tps"] = training(base, _training_rows(size["train_rows"], quick))
+        found["train_tps"] = apart("training", base, _training_rows(size["train_rows"], quick))
 
         print("the server", flush=True)
         served = server(registry, size["server_seconds"], size["server_tokens"])
@@ -518,7 +540,7 @@ def render(d: dict[str, Any]) -> str:
         f"llama.cpp alone, same prompt and tokens: {_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_p50'], turn['llamacpp_p50'])} |",
         *([f"| the same with the llama.cpp engine (`CHATBOT_ENGINE=llama-cpp`) | **{_f(turn['ours_llamacpp_p50'], 3)}** | llama.cpp alone: "
            f"{_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_llamacpp_p50'], turn['llamacpp_p50'])} |"] if turn.get("ours_llamacpp_p50") else []),
-        f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
+        f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch, without loading and saving | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
         f"{_ratio(train['ours'], train['hf_trainer'])} |",
         f"| `chatbot serve` requests/s, 1 / 8 `openai`-client users | **{_f(srv['rps_1'], 2)}** / **{_f(srv['rps_8'], 2)}** | 1 user: {_f(srv['rps_1'], 2)} | "
         f"{_ratio(srv['rps_8'], srv['rps_1'])} |",
@@ -538,6 +560,9 @@ def render(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CHILDREN: dict[str, Callable[..., Any]] = {"rss": rss_child, "turns": turns, "llama": llama_cpp_alone, "training": training}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every row, small: a few minutes")
@@ -545,16 +570,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gguf", type=Path, help="the GGUF llama.cpp runs (default: the bundled base's)")
     parser.add_argument("--install-llama-cpp", action="store_true", help=f"pip install {LLAMA_CPP} first (builds from source)")
     parser.add_argument("--out", type=Path, help="write results.json, RESULTS.md and README.md here instead of the repository")
-    parser.add_argument("--_rss", help=argparse.SUPPRESS)
-    parser.add_argument("--_turns", help=argparse.SUPPRESS)
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args._turns:
-        job = json.loads(args._turns)
-        print(json.dumps(turns(Path(job["registry"]), llama_cpp_model(Path(job["gguf"])) if job["gguf"] else None, job["count"])))
-        return
-    if args._rss:
-        job = json.loads(args._rss)
-        print(json.dumps(rss_child(job["base"], job["adapters"], job["prompt"])))
+    if args._child:
+        kind, job = json.loads(args._child)
+        print(json.dumps(CHILDREN[kind](*job)))
         return
     data = measure(args.base, args.quick, args.install_llama_cpp, args.gguf)
     print(publish(NAME, TITLE, data, render, Output(args.out)))

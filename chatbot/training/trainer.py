@@ -67,6 +67,7 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     valid_loss: list[float] = field(default_factory=list)
     duration_s: float = 0.0
+    fit_s: float = 0.0  # of it, in the training passes (no loading, validating or saving): what trained_tokens took
     trained_tokens: int = 0  # tokens of the training examples times the epochs run, as OpenAI counts them
     precision: str = ""  # how the base ran while training: "fp32 on cpu", "bf16 autocast on cuda"
     epochs: list[Epoch] = field(default_factory=list)
@@ -123,7 +124,9 @@ def train_lora(
     selecting = run.hp.select if run.valid_data else "last"
     snapshots: dict[int, dict[str, Any]] = {}
     for epoch in range(1, run.hp.n_epochs + 1):
+        fitting = time.perf_counter()
         measured = Epoch(epoch, 0, round(_fit_epoch(run, epoch, on_step), 5))
+        result.fit_s += time.perf_counter() - fitting
         measured.step = run.step
         if run.valid_data:
             measured.valid_loss = round(_validate(run), 5)
@@ -154,7 +157,7 @@ def train_lora(
             _restore(run.model, snapshots[epoch])
             run.model.save_pretrained(Path(output_dir) / "checkpoints" / f"epoch-{epoch}")
             result.checkpoints.append(epoch)
-    result.duration_s = round(time.perf_counter() - started, 1)
+    result.duration_s, result.fit_s = round(time.perf_counter() - started, 1), round(result.fit_s, 2)
     return result
 
 
