@@ -81,3 +81,20 @@ def test_the_router_encoder_is_traced_and_gives_the_models_own_embeddings() -> N
     with torch.inference_mode():
         eager = embed(encoder.model, encoder.tokenizer, texts, encoder.max_length, "mean").numpy()
     assert np.array_equal(vectors, eager)
+
+
+def test_work_apart_runs_on_a_thread_that_ends_with_it() -> None:
+    ran: list[threading.Thread] = []
+
+    def work() -> str:
+        ran.append(threading.current_thread())
+        return "trained"
+
+    assert torch_thread.on_a_thread_of_its_own(work, name="fine-tuning-x") == "trained"
+    assert ran[0].name == "fine-tuning-x" and ran[0] is not threading.current_thread() and not ran[0].is_alive()
+
+    def fail() -> None:
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        torch_thread.on_a_thread_of_its_own(fail)

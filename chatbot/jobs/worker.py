@@ -34,6 +34,7 @@ from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
 from chatbot.jobs.store import ACTIVE, JobStore, alive
 from chatbot.registry import Skill
+from chatbot.runtime.torch_thread import on_a_thread_of_its_own
 from chatbot.skills import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,8 @@ class JobWorker:
             try:
                 if job["status"] == "validating_files":
                     self._validate(job)
-                else:
-                    self._train(job)
+                else:  # on a thread that ends with the job: its OpenMP team must not outlive it (see runtime/torch_thread.py)
+                    on_a_thread_of_its_own(lambda: self._train(job), name=f"fine-tuning-{job['id']}")
             except Exception as exc:  # noqa: BLE001 - a job's failure must never stop the worker
                 log.exception("fine-tuning job %s failed", job["id"])
                 self._fail(job["id"], "training_failed", f"{type(exc).__name__}: {exc}")

@@ -35,6 +35,7 @@ from chatbot.routing.calibration import Calibration, calibrate, calibrate_margin
 from chatbot.defaults import DEFAULT_ENCODER
 from chatbot.routing.encoder import Encoder, ProgressCallback
 from chatbot.routing.head import centroids, nearest_scores, scores
+from chatbot.runtime import torch_thread
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 7
@@ -240,10 +241,13 @@ class Router:
         target = self.cache_dir / "encoders" / ft_key[:32]
         base = self.base_encoder
         train_texts = [texts[i] for i in train]
-        build_folder(target, lambda tmp: finetune(base, train_texts, y[train], len(self.labels), tmp, f"finetuned:{ft_key}",
-                                                  epochs=s.epochs, lr=s.learning_rate, seed=s.seed,
-                                                  init=centroids(base.encode(train_texts, on_progress=self.on_progress), y[train], len(self.labels)),
-                                                  on_progress=self.on_progress))
+
+        def build(tmp: Path) -> None:
+            init = centroids(base.encode(train_texts, on_progress=self.on_progress), y[train], len(self.labels))
+            torch_thread.run(lambda: finetune(base, train_texts, y[train], len(self.labels), tmp, f"finetuned:{ft_key}", epochs=s.epochs,
+                                              lr=s.learning_rate, seed=s.seed, init=init, on_progress=self.on_progress))
+
+        build_folder(target, build)
         self.finetuned = target.name
         self.encoder = Encoder(str(target), cache=self.embeddings)
         self.prototypes = np.load(target / "prototypes.npy")

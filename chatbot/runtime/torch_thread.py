@@ -55,6 +55,26 @@ def run(fn: Callable[[], T]) -> T:
     return fn()
 
 
+def on_a_thread_of_its_own(fn: Callable[[], T], name: str = "chatbot-apart") -> T:
+    """*fn*'s result, computed on a new thread that ends with it: long work that computes beside the torch thread (a
+    fine-tuning job in a server) keeps a team of OpenMP threads only while it runs, not for the rest of the process."""
+    result: list[T] = []
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            failed.append(exc)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return result[0]
+
+
 def on_torch_thread() -> bool:
     return threading.current_thread() is _thread
 
