@@ -243,7 +243,7 @@ def bot_registry(folder: Path, base: str, adapters: list[str], max_tokens: int) 
 
 
 def route_alone(registry: Path) -> dict[str, Any]:
-    """Routing latency in a process where no engine thread has run torch yet (as `chatbot route` runs)."""
+    """Routing latency in a process where no engine has run yet (as `chatbot route` runs)."""
     from chatbot import registry as registries
     from chatbot.routing import router_for_registry
     from chatbot.routing.accuracy import latency

@@ -1,5 +1,6 @@
 """The batched local engine: concurrent requests are decoded in one batch, each row with its own
-skill's LoRA adapter (:mod:`chatbot.backends.multi_lora`), by one engine thread per process.
+skill's LoRA adapter (:mod:`chatbot.backends.multi_lora`), by the process's torch thread
+(:mod:`chatbot.runtime.torch_thread`).
 
 Decoding one token reads every weight of the base once, whether for one row or for eight, so on a
 CPU (memory-bound) as on a GPU a batch of N costs little more than one row: concurrent sessions on
@@ -52,7 +53,7 @@ class _Base:
         from chatbot.backends.multi_lora import AdapterSlots
         from chatbot.runtime.base_models import load_model, load_tokenizer
 
-        self.tokenizer = load_tokenizer(name)  # the engine thread's
+        self.tokenizer = load_tokenizer(name)  # the torch thread's
         self.counter = load_tokenizer(name)  # for count_tokens, from any thread
         self.counter_lock = threading.Lock()
         self.model = load_model(name, device).eval()
