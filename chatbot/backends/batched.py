@@ -139,19 +139,24 @@ class BatchedBackend:
         """Serve the waiting requests, a base at a time, until none is left (a task of :mod:`chatbot.runtime.torch_thread`)."""
         import torch
 
-        while True:
-            with self._lock:
-                if not self._waiting:
-                    self._serving = False
-                    return
-                name = self._waiting[0].request.base_model
-            try:
-                base = self._base(name)
-                with torch.inference_mode():
-                    self._serve(name, base)
-            except Exception as exc:  # noqa: BLE001 - a base that cannot load fails the requests for it
-                for job in self._take(name, 10**9, set(), 10**9):
-                    job.out.put(exc)
+        try:
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        self._serving = False
+                        return
+                    name = self._waiting[0].request.base_model
+                try:
+                    base = self._base(name)
+                    with torch.inference_mode():
+                        self._serve(name, base)
+                except Exception as exc:  # noqa: BLE001 - a base that cannot load fails the requests for it
+                    for job in self._take(name, 10**9, set(), 10**9):
+                        job.out.put(exc)
+        except BaseException:
+            with self._lock:  # the next request starts a new task
+                self._serving = False
+            raise
 
     def _take(self, name: str, room: int, adapters: set[str], slots: int) -> list[_Job]:
         """Waiting requests for base *name*, in order, while there is a row for each and a slot for its adapter."""
