@@ -1,12 +1,14 @@
-"""The one thread that runs torch with every core in this process: the batched engine's batches and the router's encoder.
+"""The one thread that computes with every core in this process: the batched engine's batches, the llama.cpp engine's
+generations and the router's encoder.
 
-With GNU OpenMP, which torch's CPU build uses, each thread that runs torch on several threads keeps its own team of
-workers. Once two teams exist (the router's and the engine's, say) there are more OpenMP threads than cores on a small
-machine, libgomp stops spinning its workers between parallel regions, and each of a forward's few hundred regions
-has to wake a sleeping worker: routing a message in the bot's process took about twice its time alone (9.6 ms against
-4.1 ms for all-MiniLM-L6-v2 on 2 cores). So long work (an engine serving its batch) and short work (embedding texts)
-are tasks of this one thread. Short work asked for while the thread is busy runs on the caller's thread with one
-torch thread, which makes no second team, instead of waiting for the long task.
+With GNU OpenMP, which torch's CPU build and llama.cpp share in a process, each thread that computes on several threads
+keeps its own team of workers. Once two teams exist (the router's and the engine's, say) there are more OpenMP threads
+than cores on a small machine, libgomp stops spinning its workers between parallel regions, and each of a forward's few
+hundred regions has to wake a sleeping worker: routing a message in the bot's process took about twice its time alone
+(9.6 ms against 4.1 ms for all-MiniLM-L6-v2 on 2 cores), and llama.cpp decoded 63 tokens/s instead of 105. So long work
+(an engine serving its batch) and short work (embedding texts) are tasks of this one thread. Short work asked for while
+the thread is busy runs on the caller's thread with one torch thread, which makes no second team, instead of waiting
+for the long task.
 """
 
 from __future__ import annotations
