@@ -222,13 +222,6 @@ def apart(kind: str, *args: Any, env: dict[str, str] | None = None) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def in_thread(fn: Callable[[], Any]) -> Any:
-    """*fn*'s result, run on a thread that ends after it: the reference engine runs torch on its caller's thread, and a
-    thread's OpenMP team lasts as long as the thread."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result()
-
-
 # -- routing and turns -------------------------------------------------------------------------------
 
 def bot_registry(folder: Path, base: str, adapters: list[str], max_tokens: int) -> Path:
@@ -382,6 +375,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
     from chatbot.backends.local import LocalBackend
     from chatbot.runtime.base_models import bundled_gguf, load_tokenizer, resolve_base
     from chatbot.runtime.device import set_threads
+    from chatbot.runtime.torch_thread import on_a_thread_of_its_own  # threads that end with their work
 
     size = QUICK if quick else FULL
     set_threads()
@@ -400,7 +394,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         folder = Path(tmp)
         most = max(max(size["skills"]), max(size["sessions"]))
         print(f"making {most} adapters", flush=True)
-        adapters = in_thread(lambda: make_adapters(base, folder / "adapters", most))
+        adapters = on_a_thread_of_its_own(lambda: make_adapters(base, folder / "adapters", most))
 
         print("routing, before any engine has run", flush=True)
         bot_dir = folder / "bot"
@@ -420,8 +414,8 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
                 ours_decode(engine, base, adapters[0], prompt, 4)  # warm-up
                 return median_of([ours_decode(engine, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
 
-            decoded[name] = in_thread(decode)
-        decoded["transformers"] = in_thread(lambda: median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"])
+            decoded[name] = on_a_thread_of_its_own(decode)
+        decoded["transformers"] = on_a_thread_of_its_own(lambda: median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"])
                                                                for _ in range(size["repeats"])]))
         if llama:
             decoded["llamacpp"] = apart("llama", {"kind": "decode", "gguf": str(gguf), "prompt": prompt, "new_tokens": size["new_tokens"],
@@ -433,7 +427,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["aggregate"] = {}
         for name, engine in engines.items():
             for adapter in adapters[: max(size["sessions"])]:
-                in_thread(lambda engine=engine, adapter=adapter: engine.preload(base, adapter))
+                on_a_thread_of_its_own(lambda engine=engine, adapter=adapter: engine.preload(base, adapter))
             found["aggregate"][name] = {str(n): aggregate(engine, base, adapters, prompt, size["new_tokens"], n) for n in size["sessions"]}
         runs = found["aggregate"]["ours"]
         found["batch1_tps"] = runs["1"]["tps"]

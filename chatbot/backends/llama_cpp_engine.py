@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, drain
-from chatbot.backends.batched import _checked_stamp, _folder
+from chatbot.backends.batched import _checked_stamp, _folder, _Job, _relay
 from chatbot.backends.gguf_lora import cached_gguf_lora
 from chatbot.backends.local import StopMatcher
 from chatbot.defaults import cache_dir
@@ -128,27 +127,19 @@ class LlamaCppBackend:
         if request.logprobs is not None:
             raise ServerFault("the llama.cpp engine does not give log-probabilities", hint="leave CHATBOT_ENGINE unset for logprobs")
         base = self._base(request.base_model)
-        out: queue.Queue[Any] = queue.Queue()  # pieces, then the Completion (or an exception)
-        gone = threading.Event()  # the caller stopped reading
-        asked = time.perf_counter()
-        torch_thread.submit(lambda: _generate(base, request, asked, out, gone))
-        try:
-            while not isinstance(item := out.get(), Completion):
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-            return item
-        finally:
-            gone.set()
+        job = _Job(request)
+        torch_thread.submit(lambda: _generate(base, job))
+        return (yield from _relay(job))
 
 
-def _generate(base: _Base, request: GenerationRequest, asked: float, out: queue.Queue[Any], gone: threading.Event) -> None:
-    """Generate for *request*, putting each piece of text in *out*, then the Completion (an exception if it fails)."""
+def _generate(base: _Base, job: _Job) -> None:
+    """Generate for *job*'s request, putting each piece of text in ``job.out``, then the Completion (an exception if it fails)."""
     import llama_cpp
 
+    request, out = job.request, job.out
     try:
         with base.lock:
-            queued_ms = (time.perf_counter() - asked) * 1000
+            queued_ms = (time.perf_counter() - job.asked) * 1000
             base.use(_folder(request.adapter) if request.adapter else None)
             llm = base.llm
             prompt = llm.tokenize(request.prompt.encode("utf-8"), add_bos=False, special=True)
@@ -161,7 +152,7 @@ def _generate(base: _Base, request: GenerationRequest, asked: float, out: queue.
             tokens = llm.generate(prompt, temp=request.temperature, top_p=request.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0)
             try:
                 for token in tokens:
-                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or gone.is_set():  # end of text or of a turn
+                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or job.abandoned:  # end of text or of a turn
                         finish = "stop"
                         break
                     generated.append(token)
