@@ -2,9 +2,12 @@
 
     python tests/kill_at.py POINT retrain REGISTRY DATA BASE    # `chatbot train NAME --force` of the skill "shop"
     python tests/kill_at.py POINT job REGISTRY DB_URL            # a server's worker running the queued job
+    python tests/kill_at.py POINT training-process               # (started by that worker: its training)
 
 POINT is one of POINTS; the process kills itself there, as a power cut or an OOM kill would.
-It exits 0 when the training ends without reaching the point.
+It exits 0 when the training ends without reaching the point. A job trains in a process of its
+own, started as this script in mode ``training-process``: that process is armed too, and at the
+point it kills the server's process, which takes it down with it, as a power cut takes both.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ POINTS = {
 }
 
 
+IN_TRAINING_PROCESS = False
+
+
 def die() -> None:
+    if IN_TRAINING_PROCESS:  # the server dies, and this process with it
+        os.kill(os.getppid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -69,10 +77,16 @@ def arm(point: str) -> None:
 
 
 def main(point: str, mode: str, *args: str) -> None:
+    global IN_TRAINING_PROCESS
     from chatbot.training.hyperparams import Hyperparameters
 
     arm(point)
-    if mode == "retrain":
+    if mode == "training-process":
+        from chatbot.jobs import training_process
+
+        IN_TRAINING_PROCESS = True
+        training_process.main()
+    elif mode == "retrain":
         from chatbot.training.skill import train_skill
 
         registry_path, data, base = args
@@ -84,7 +98,7 @@ def main(point: str, mode: str, *args: str) -> None:
 
         registry_path, db_url = args
         store = JobStore(db_url, Path(registry_path).parent / ".chatbot")
-        worker = JobWorker(store, Path(registry_path))
+        worker = JobWorker(store, Path(registry_path), training_command=(sys.executable, __file__, point, "training-process"))
         worker.start()
         while any(job["status"] in ACTIVE for job in store.jobs(limit=100)[0]):
             time.sleep(0.05)

@@ -24,6 +24,9 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="an origin browsers may call the API from (repeat; default: none, CORS off)")] = None,
     fine_tuning: Annotated[bool, typer.Option("--fine-tuning/--no-fine-tuning", help="serve /v1/files and /v1/fine_tuning/jobs")] = True,
     route_new_models: Annotated[bool, typer.Option("--route-new-models", help="a fine-tuning job's model joins the router at once (default: only asked by name)")] = False,
+    job_threads: Annotated[int | None, typer.Option("--job-threads", min=1, envvar="CHATBOT_JOB_THREADS", help="torch threads of a "
+                                                    "fine-tuning job, which trains in a process of its own at a lower priority "
+                                                    "(default: every core but one)")] = None,
     base_model: Annotated[list[str] | None, typer.Option("--base-model", help="a base model jobs may fine-tune besides the bundled one: a local folder or hub id (repeat)")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level: warning, info, debug")] = "warning",
     access_log: Annotated[bool, typer.Option("--access-log", help="a line per request on stdout (uvicorn's access log)")] = False,
@@ -58,7 +61,8 @@ def serve(
     guarded = f"{len(keys)} API key{'s' if len(keys) != 1 else ''}" if keys else "no API key (loopback only)"
     err_console.print(f"serving {len(bot.registry.skills)} skills on http://{host}:{port}  (chat page /, API docs /docs, OpenAI base URL /v1); "
                       f"{guarded}; answering Host {', '.join(hosts)}", highlight=False)
-    app = create_app(bot, fine_tuning=fine_tuning, access=access, route_new_models=route_new_models, base_models=base_model or [])
+    app = create_app(bot, fine_tuning=fine_tuning, access=access, route_new_models=route_new_models, base_models=base_model or [],
+                     job_threads=job_threads)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log)
     if access_log:  # shown whatever --log-level says: asked for (the config has just set the level)
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)

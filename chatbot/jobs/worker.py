@@ -1,7 +1,8 @@
 """The background worker that runs fine-tuning jobs, one at a time, in the order they were created.
 
 A job goes ``validating_files`` (the files are checked as ``chatbot data check`` does) → ``queued``
-→ ``running`` (the local trainer, the same one ``chatbot train`` uses) → ``succeeded`` (the model is
+→ ``running`` (the local trainer, the same one ``chatbot train`` uses, in a process of its own:
+:mod:`chatbot.jobs.training_process`) → ``succeeded`` (the model is
 registered as a skill and served at once), ``failed`` (with the reason, and the line for a bad file)
 or ``cancelled``. The registry is where a job commits: a job that was running when the server
 stopped ends, at the next start, ``succeeded`` when its model is in ``models.yaml`` (it was
@@ -34,7 +35,7 @@ from chatbot import registry as registry_io
 from chatbot.errors import ChatbotError
 from chatbot.jobs.store import ACTIVE, JobStore, alive
 from chatbot.registry import Skill
-from chatbot.runtime.torch_thread import on_a_thread_of_its_own
+from chatbot.jobs.training_process import COMMAND, Stopped, TrainingCrashed, default_threads, train_apart
 from chatbot.skills import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ LEASE_S = float(os.environ.get("CHATBOT_JOB_LEASE_S", 60))  # a running job with
 
 
 _LIVE: set[str] = set()  # the workers of this process that run
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def worker_id() -> str:
@@ -84,11 +81,17 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
 
 class JobWorker:
     def __init__(self, store: JobStore, registry_path: Path, on_model: Callable[[Skill], None] | None = None, *,
-                 route_new_models: bool = False, lease_s: float = LEASE_S) -> None:
+                 route_new_models: bool = False, lease_s: float = LEASE_S, threads: int | None = None,
+                 training_command: tuple[str, ...] = COMMAND) -> None:
         """*route_new_models*: a job's model joins the bot's router at once; otherwise it answers only when asked by name.
 
         *lease_s*: how long a running job of another server may go without a heartbeat before this one recovers it.
+        *threads*: torch threads of a job's training process (default: :func:`~chatbot.jobs.training_process.default_threads`).
+        *training_command*: what starts that process; a wrapper may come first (``prlimit --as=…``,
+        ``taskset``, a profiler) if it ends by running the default.
         """
+        self.threads = threads or default_threads()
+        self.training_command = training_command
         self.store = store
         self.owner = worker_id()
         self.lease_s = lease_s
@@ -161,8 +164,8 @@ class JobWorker:
             try:
                 if job["status"] == "validating_files":
                     self._validate(job)
-                else:  # on a thread that ends with the job: its OpenMP team must not outlive it (see runtime/torch_thread.py)
-                    on_a_thread_of_its_own(lambda: self._train(job), name=f"fine-tuning-{job['id']}")
+                else:
+                    self._train(job)
             except Exception as exc:  # noqa: BLE001 - a job's failure must never stop the worker
                 log.exception("fine-tuning job %s failed", job["id"])
                 self._fail(job["id"], "training_failed", f"{type(exc).__name__}: {exc}")
@@ -195,21 +198,21 @@ class JobWorker:
 
     def _train(self, job: dict[str, Any]) -> None:
         from chatbot.training.hyperparams import Hyperparameters
-        from chatbot.training.skill import train_skill
 
         job_id = job["id"]
         if not self.store.update_job(job_id, only_if=("queued",), owner=self.owner, status="running"):
             return  # another server's worker took it
-        self.store.add_event(job_id, "Fine-tuning job started", data={"worker": self.owner})  # which server trains it: host:pid:…
         data, valid = self._paths(job)
         hp = job["hyperparameters"]
         hyper = Hyperparameters(**{k: (None if v == "auto" else v) for k, v in hp.items() if k in Hyperparameters.model_fields},
                                 seed=job.get("seed") or 0)
         name = model_name(job["model"], job.get("user_provided_suffix"), job_id)
 
+        def on_start(pid: int) -> None:  # which server trains it (host:pid:…), in which process, with how many threads
+            self.store.add_event(job_id, "Fine-tuning job started", data={"worker": self.owner, "training_process": pid,
+                                                                          "threads": self.threads})
+
         def on_step(epoch: int, step: int, total: int, loss: float) -> None:
-            if job_id in self._cancel or self._stop.is_set():
-                raise _Cancelled
             if step % EVENT_EVERY_STEPS == 0 or step == total:
                 self.store.add_event(job_id, f"Step {step}/{total}: training loss={loss:.4f}", type="metrics",
                                      data={"step": step, "total_steps": total, "epoch": epoch, "train_loss": loss})
@@ -222,22 +225,32 @@ class JobWorker:
         beating = threading.Event()
         threading.Thread(target=self._beat, args=(job_id, beating), name=f"heartbeat-{job_id}", daemon=True).start()
         try:
-            skill = train_skill(name, job["metadata"].get("kind", DEFAULT_KIND), data, valid=valid, base=job["model"], hyperparameters=hyper,
-                                registry_path=self.registry_path, description=f"fine-tuned by job {job_id}", force=True,
-                                routing=self.route_new_models, keep_data=True, keep_last=KEEP_LAST_EPOCHS, fine_tuning_job=job_id,
-                                on_step=on_step, on_epoch=on_epoch)
-        except _Cancelled:
+            train_apart(dict(name=name, kind=job["metadata"].get("kind", DEFAULT_KIND), data=str(data), valid=valid and str(valid),
+                             base=job["model"], hyperparameters=hyper.model_dump(), registry_path=str(self.registry_path),
+                             description=f"fine-tuned by job {job_id}", force=True, routing=self.route_new_models, keep_data=True,
+                             keep_last=KEEP_LAST_EPOCHS, fine_tuning_job=job_id),
+                        threads=self.threads, on_start=on_start, on_step=on_step, on_epoch=on_epoch,
+                        should_stop=lambda: job_id in self._cancel or self._stop.is_set(), command=self.training_command)
+        except Stopped:
             self._discard(name)
             return
+        except TrainingCrashed as exc:  # killed, perhaps just after it registered the model
+            if self._registered(job, name) is None:
+                self._discard(name)
+                self._fail(job_id, "training_failed", str(exc))
+                return
         except ChatbotError as exc:
             self._fail(job_id, "training_failed", str(exc))
             return
         finally:
             beating.set()
+        skill = self._registered(job, name)  # as the training process registered it
         with self._lock:
             # cancelled after the last step, here or on another server: its model is never served
-            if job_id in self._cancel or self.store.beat(job_id, self.owner) != "running":
+            if skill is None or job_id in self._cancel or self.store.beat(job_id, self.owner) != "running":
                 self._discard(name)
+                if skill is None:  # models.yaml was edited meanwhile
+                    self._fail(job_id, "training_failed", f"the trained model {name} is not in {self.registry_path}")
                 return
             self._finishing = job_id
         try:
@@ -289,13 +302,20 @@ class JobWorker:
     def _recover(self, job: dict[str, Any]) -> None:
         """A job the server was running when it stopped: finished if its model was registered, else failed and cleaned up."""
         name = model_name(job["model"], job.get("user_provided_suffix"), job["id"])
-        skill = registry_io.load(self.registry_path, missing_ok=True).skills.get(name)
-        if skill is not None and skill.training is not None and skill.training.fine_tuning_job == job["id"]:
+        skill = self._registered(job, name)
+        if skill is not None:
             self.store.add_event(job["id"], "The server stopped after the model was registered; finishing the job")
             self._finish(job, skill)
             return
         self._discard(name)
         self._fail(job["id"], "server_restarted", "the server stopped while this job was running; create a new job to train again")
+
+    def _registered(self, job: dict[str, Any], name: str) -> Skill | None:
+        """The model *job* trained, as ``models.yaml`` has it; None when it is not registered."""
+        skill = registry_io.load(self.registry_path, missing_ok=True).skills.get(name)
+        if skill is not None and skill.training is not None and skill.training.fine_tuning_job == job["id"]:
+            return skill
+        return None
 
     def _discard(self, name: str) -> None:
         """Undo what the training of a cancelled or interrupted job wrote: its skill in models.yaml and its adapter folders."""

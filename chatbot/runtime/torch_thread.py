@@ -58,8 +58,8 @@ def run(fn: Callable[[], T]) -> T:
 
 
 def on_a_thread_of_its_own(fn: Callable[[], T], name: str = "chatbot-apart") -> T:
-    """*fn*'s result, computed on a new thread that ends with it: long work that computes beside the torch thread (a
-    fine-tuning job in a server) keeps a team of OpenMP threads only while it runs, not for the rest of the process."""
+    """*fn*'s result, computed on a new thread that ends with it: long work that computes beside the torch thread
+    (a benchmark's training) keeps a team of OpenMP threads only while it runs, not for the rest of the process."""
     result: list[T] = []
     failed: list[BaseException] = []
 

@@ -78,7 +78,7 @@ async def page() -> str:
 
 
 def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, workers: int = 32, access: Access | None = None,
-               route_new_models: bool = False, base_models: list[str] | None = None) -> FastAPI:
+               route_new_models: bool = False, base_models: list[str] | None = None, job_threads: int | None = None) -> FastAPI:
     """An app serving *bot*; with *warm_up* the skills' models load in the background (``/readyz`` says when).
 
     *access*: API keys, allowed Host names and CORS origins (:class:`~chatbot.web.access.Access`;
@@ -87,6 +87,8 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
     model answers under its own name as soon as it is trained, and joins the bot's router only with
     *route_new_models* (otherwise the operator turns routing on: ``chatbot registry routing NAME on``).
     Jobs start from the bundled base or from one of *base_models* (local folders or hub ids the operator names).
+    Each job trains in a process of its own, with *job_threads* torch threads (default: every core but one)
+    at a lower CPU priority (:mod:`chatbot.jobs.training_process`).
     """
     state = AppState(executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatbot"), started=int(time.time()),
                      base_models=list(dict.fromkeys([DEFAULT_BASE, *(base_models or [])])))
@@ -110,7 +112,8 @@ def create_app(bot: Bot, *, warm_up: bool = True, fine_tuning: bool = True, work
         from chatbot.jobs.worker import JobWorker
 
         jobs = JobStore(bot.store.engine, bot.data_dir)  # one engine, one pool for conversations and jobs
-        worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload(), route_new_models=route_new_models)
+        worker = JobWorker(jobs, bot.registry.path, on_model=lambda _skill: bot.reload(), route_new_models=route_new_models,
+                           threads=job_threads)
         worker.start(preload=tuple(state.base_models))
 
     stopping = threading.Event()
