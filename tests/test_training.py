@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.training.hyperparams import REFERENCE_LEARNING_RATE, Hyperparameters
-from chatbot.training.trainer import Epoch, encode, replay, train_lora
+from chatbot.training.trainer import Epoch, _batch_loss, encode, micro_batch, replay, train_lora
 
 PAIRS = [
     ("What are your opening hours?\n\n###\n\n", " We open at 9am END"),
@@ -44,6 +44,24 @@ def test_prompt_loss_weight_applies_to_prompt_predictions(tiny_base: str):
     assert weights[n_prompt - 1 : -1] == [1.0] * (len(ids) - n_prompt) and weights[-1] == 0.0
     short, _ = encode(tokenizer, "hello world " * 50 + "\n\n###\n\n", " no entity END", 32, 0.0)
     assert len(short) == 32 and tokenizer.decode(short).endswith("###\n\n no entity END<|endoftext|>")
+
+
+def test_a_micro_batch_of_one_example_a_pass_gives_the_padded_batchs_loss(tiny_base: str):
+    """On a CPU each example is a forward pass of its own (no padding computed); the loss summed over them is the
+    padded batch's, so the gradient of a step is the same."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    batch = [encode(tokenizer, p, c, 512, 0.01) for p, c in PAIRS]
+    assert len({len(ids) for ids, _ in batch}) > 1  # rows of several lengths: the padded batch pads
+    with torch.no_grad():
+        padded, padded_weight = _batch_loss(model, batch, tokenizer.pad_token_id, "cpu")
+        apart = [_batch_loss(model, [row], tokenizer.pad_token_id, "cpu") for row in batch]
+    assert float(padded) == pytest.approx(sum(float(loss) for loss, _ in apart), rel=1e-4)
+    assert padded_weight == pytest.approx(sum(weight for _, weight in apart))
+    assert micro_batch("cpu") == 1 and micro_batch("cuda:0") > 1
 
 
 def test_lora_training_learns_and_saves_a_peft_adapter(tiny_base: str, tmp_path: Path):
