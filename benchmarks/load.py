@@ -249,7 +249,7 @@ async def fine_tune(url: str, data: Path, base: str, kind: str) -> dict[str, Any
     import openai
 
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT) as client:
-        started = time.time()
+        started, clock = time.time(), time.perf_counter()
         try:
             uploaded = await client.files.create(file=(data.name, data.read_bytes()), purpose="fine-tune")
             job = await client.fine_tuning.jobs.create(model=base, training_file=uploaded.id, hyperparameters={"n_epochs": 1},
@@ -259,10 +259,10 @@ async def fine_tune(url: str, data: Path, base: str, kind: str) -> dict[str, Any
                 await asyncio.sleep(1)
                 job = await client.fine_tuning.jobs.retrieve(job.id)
         except Exception as exc:  # noqa: BLE001
-            return {"status": "error", "error": _failure(exc), "window": [started, time.time()]}
+            return {"status": "error", "error": _failure(exc), "window": [started, time.time()], "clock": [clock, time.perf_counter()]}
         return {"status": job.status, "error": job.error.message if job.error else None, "rows": len(data.read_text().splitlines()),
                 "data": shown(data), "model": job.fine_tuned_model, "upload_s": round(created - started, 2),
-                "seconds": round(time.time() - created, 1), "window": [started, time.time()]}
+                "seconds": round(time.time() - created, 1), "window": [started, time.time()], "clock": [clock, time.perf_counter()]}
 
 
 async def lost_turns(url: str, load: Load) -> tuple[int, int]:
@@ -369,13 +369,17 @@ def measure(registry: Path, clients: int, seconds: float, quick: bool, job_data:
     load, elapsed, job = outcome["load"], outcome["elapsed"], outcome["job"]
     latencies = [ms for _, ms, status in samples if status == 200]
     during_job = [ms for at, ms, status in samples if status == 200 and job and job["window"][0] <= at <= job["window"][1]]
+    in_job = [r for r in load.records if job and job["clock"][0] <= r.started <= job["clock"][1]]
     if job:
-        del job["window"]
+        del job["window"], job["clock"]
     return {
         "measured_at": now(), "quick": quick, "registry": shown(registry), "engine": os.environ.get("CHATBOT_ENGINE") or "batched",
         "clients": clients, "seconds": seconds, "turns_per_session": TURNS, "elapsed_s": round(elapsed, 1), "ready_s": round(ready, 1),
         "kinds": {kind: summary([r for r in load.records if r.kind == kind], elapsed) for kind in KINDS},
         "all": summary(load.records, elapsed),
+        "during_job": {"started": len(in_job), **{f"{which}_{key}": summary(records, elapsed)[key] for which, records in
+                                                  (("in", in_job), ("out", [r for r in load.records if id(r) not in {id(i) for i in in_job}]))
+                                                  for key in ("p50_s", "p95_s")}},
         "sessions": sum(1 for answered in load.sessions.values() if answered), "turns_checked": outcome["turns_checked"],
         "lost_turns": outcome["lost_turns"],
         "healthz": {"probes": len(samples), "failed": sum(1 for _, _, status in samples if status != 200),
@@ -427,10 +431,15 @@ def render(d: dict[str, Any]) -> str:
             lines[-1] += f" The fine-tuning job could not be run: {job['error']}."
         else:
             lines[-1] += (f" The fine-tuning job ({job['rows']} rows of `{job['data']}`, `n_epochs=1`, uploaded and created "
-                         f"{job['after_start']:.0f} s into the load, trained by the same process): **{job['status']}** after "
+                         f"{job['after_start']:.0f} s into the load, trained in a process of its own): **{job['status']}** after "
                          f"{job['seconds']:.0f} s{' (' + job['error'] + ')' if job['error'] else ''}; `/healthz` while it ran: "
                          f"p95 {h['p95_during_job_ms']} ms, max {h['max_during_job_ms']} ms, {h['over_goal_during_job']} over "
                          f"{HEALTHZ_GOAL_MS} ms.")
+            j = d.get("during_job")
+            if j and j["started"]:
+                lines[-1] += (f" Requests started while it ran ({j['started']}): latency p50 {_s(j['in_p50_s'])} s, p95 {_s(j['in_p95_s'])} s"
+                              + (f", against p50 {_s(j['out_p50_s'])} s, p95 {_s(j['out_p95_s'])} s for the others." if j["out_p50_s"] is not None
+                                 else " (all of them: it trained through the whole load)."))
     m, v = d["machine"], d["versions"]
     lines += ["", (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB (load average {d['load_average_before']} when the "
                    f"run started); torch threads: {d['threads']}; server ready {d['ready_s']:.0f} s after start. Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "."),
