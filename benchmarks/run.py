@@ -272,9 +272,10 @@ def _p95(values: list[float]) -> float:
 
 # -- training ------------------------------------------------------------------------------------------
 
-def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
-    """One epoch of our trainer against the HF Trainer: same model, LoRA config, batch size, lengths. Both timed from the
-    first step to the last (`trainer.train()`; our training passes), without loading the model or saving the adapter."""
+def training(base: str, rows: list[tuple[str, str]], precision: str = "fp32") -> dict[str, float]:
+    """One epoch of our trainer against the HF Trainer: same model, LoRA config, batch size, lengths and *precision*
+    (``bf16``: autocast for both, the HF Trainer's ``bf16=True``). Both timed from the first step to the last
+    (`trainer.train()`; our training passes), without loading the model or saving the adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
@@ -283,7 +284,7 @@ def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
     from chatbot.training.hyperparams import Hyperparameters
     from chatbot.training.trainer import encode, train_lora
 
-    hp = Hyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=0.2)
+    hp = Hyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=0.2, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
         ours = train_lora(rows, Path(tmp) / "ours", base_model=base, hyperparameters=hp)
     tokens = ours.trained_tokens
@@ -308,7 +309,7 @@ def training(base: str, rows: list[tuple[str, str]]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=hp.batch_size, num_train_epochs=1, learning_rate=hp.learning_rate,
                                  report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, remove_unused_columns=False,
-                                 dataloader_num_workers=0, disable_tqdm=True)
+                                 dataloader_num_workers=0, disable_tqdm=True, bf16=precision == "bf16")
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
         started = time.perf_counter()
         trainer.train()
@@ -374,7 +375,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
     from chatbot.backends.llama_cpp_engine import LlamaCppBackend, gguf_of
     from chatbot.backends.local import LocalBackend
     from chatbot.runtime.base_models import bundled_gguf, load_tokenizer, resolve_base
-    from chatbot.runtime.device import set_threads
+    from chatbot.runtime.device import cpu_computes_bf16, set_threads
     from chatbot.runtime.torch_thread import on_a_thread_of_its_own  # threads that end with their work
 
     size = QUICK if quick else FULL
@@ -452,6 +453,8 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
 
         print("training", flush=True)
         found["train_tps"] = apart("training", base, _training_rows(size["train_rows"], quick))
+        if cpu_computes_bf16():  # where bf16 autocast is faster (AVX512-BF16 or AMX)
+            found["train_tps_bf16"] = apart("training", base, _training_rows(size["train_rows"], quick), "bf16")
 
         print("the server", flush=True)
         served = server(registry, size["server_seconds"], size["server_tokens"])
@@ -536,6 +539,9 @@ def render(d: dict[str, Any]) -> str:
            f"{_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_llamacpp_p50'], turn['llamacpp_p50'])} |"] if turn.get("ours_llamacpp_p50") else []),
         f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch, without loading and saving | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
         f"{_ratio(train['ours'], train['hf_trainer'])} |",
+        *([f"| the same under bf16 autocast (both: ours `--precision bf16`, the HF Trainer's `bf16=True`) | **{_f(bf16['ours'])}** | "
+           f"HF Trainer bf16: {_f(bf16['hf_trainer'])} · HF Trainer fp32: {_f(train['hf_trainer'])} | "
+           f"{_ratio(bf16['ours'], bf16['hf_trainer'])} · {_ratio(bf16['ours'], train['hf_trainer'])} |"] if (bf16 := d.get("train_tps_bf16")) else []),
         f"| `chatbot serve` requests/s, 1 / 8 `openai`-client users | **{_f(srv['rps_1'], 2)}** / **{_f(srv['rps_8'], 2)}** | 1 user: {_f(srv['rps_1'], 2)} | "
         f"{_ratio(srv['rps_8'], srv['rps_1'])} |",
         f"| `chatbot serve` p95 latency, ms, 1 / 8 users | {_f(srv['p95_ms_1'], 0)} / {_f(srv['p95_ms_8'], 0)} | - | - |",
