@@ -167,6 +167,7 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)  # events only; whatever else prints goes to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal stops the server, which stops this
     job = json.loads(sys.stdin.readline())
     _die_with(job["parent"])
     try:
