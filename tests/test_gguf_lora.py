@@ -4,6 +4,8 @@ llama.cpp itself runs these files in the slow tests (tests/test_slow_llama_cpp.p
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +67,15 @@ def test_converted_files_are_cached_by_content(smollm_adapter: tuple[Path, dict[
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # nothing half-written left beside it
     with pytest.raises(Exception, match="no adapter there"):
         cached_gguf_lora(tmp_path / "missing", bundled_gguf(DEFAULT_BASE), tmp_path)
+
+
+def test_a_retrained_adapter_replaces_its_own_stale_file_only(smollm_adapter: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    folder, namesake = tmp_path / "bot" / "shop-faq", tmp_path / "another-bot" / "shop-faq"  # two registries' adapters of one name
+    shutil.copytree(smollm_adapter[0], folder)
+    shutil.copytree(smollm_adapter[0], namesake)
+    cache = tmp_path / "cache"
+    theirs, old = cached_gguf_lora(namesake, bundled_gguf(DEFAULT_BASE), cache), cached_gguf_lora(folder, bundled_gguf(DEFAULT_BASE), cache)
+    weights = folder / "adapter_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # trained again
+    new = cached_gguf_lora(folder, bundled_gguf(DEFAULT_BASE), cache)
+    assert new != old and sorted(cache.iterdir()) == sorted([new, theirs])

@@ -32,6 +32,17 @@ def test_an_error_reaches_the_caller() -> None:
     assert torch_thread.run(_where)[0] == "chatbot-torch"  # and the thread goes on
 
 
+def test_an_error_in_work_nobody_waits_for_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def fail() -> None:
+        raise ValueError("lost otherwise")
+
+    with caplog.at_level("ERROR", logger="chatbot.runtime.torch_thread"):
+        torch_thread.start(fail, "a test task")
+        torch_thread.run(lambda: None)  # queued after it: done means the failing task is done
+    [record] = [r for r in caplog.records if r.name == "chatbot.runtime.torch_thread"]
+    assert record.fields == {"task": "a test task"} and "lost otherwise" in str(record.exc_info[1])
+
+
 def test_while_a_long_task_runs_short_work_runs_here_on_one_thread() -> None:
     started, release = threading.Event(), threading.Event()
 

@@ -119,7 +119,7 @@ class BatchedBackend:
             self._waiting.extend(jobs)
             start, self._serving = not self._serving, True
         if start:
-            torch_thread.submit(self._serve_waiting)
+            torch_thread.start(self._serve_waiting, "batched engine")
         return jobs
 
     def count_tokens(self, base: str, text: str) -> int:

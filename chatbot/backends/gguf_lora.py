@@ -10,6 +10,7 @@ llama.cpp scales an adapter by ``alpha / r``; rsLoRA's ``alpha / sqrt(r)`` is wr
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -27,15 +28,20 @@ def _stamp(path: Path) -> str:
 
 
 def cached_gguf_lora(adapter: Path, base_gguf: Path, cache: Path) -> Path:
-    """The GGUF LoRA file of *adapter* for *base_gguf*, written into *cache* unless already there."""
+    """The GGUF LoRA file of *adapter* for *base_gguf*, written into *cache* unless already there.
+
+    Its name holds the adapter folder's hash and its files' stamps: writing the file of a retrained adapter removes the
+    files of that folder's earlier versions, so the cache holds one file per adapter folder and base.
+    """
     import hashlib
 
     files = [adapter / "adapter_config.json", adapter / "adapter_model.safetensors"]
     for file in files:
         if not file.exists():
             raise ServerFault(f"{adapter}: no adapter there ({file.name} missing)", hint="train the skill with `chatbot train`")
+    folder = hashlib.sha256(f"{adapter.resolve()}\n{base_gguf.resolve()}".encode()).hexdigest()[:12]
     key = hashlib.sha256("\n".join([*(_stamp(f) for f in files), _stamp(base_gguf)]).encode()).hexdigest()[:24]
-    target = cache / f"{adapter.name}-{key}.gguf"
+    target = cache / f"{adapter.name}-{folder}-{key}.gguf"
     if not target.exists():
         cache.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -44,6 +50,9 @@ def cached_gguf_lora(adapter: Path, base_gguf: Path, cache: Path) -> Path:
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+        for stale in cache.glob(f"{glob.escape(adapter.name)}-{folder}-*.gguf"):
+            if stale != target:
+                stale.unlink(missing_ok=True)  # a model that has it open keeps reading it
     return target
 
 

@@ -128,7 +128,7 @@ class LlamaCppBackend:
             raise ServerFault("the llama.cpp engine does not give log-probabilities", hint="leave CHATBOT_ENGINE unset for logprobs")
         base = self._base(request.base_model)
         job = _Job(request)
-        torch_thread.submit(lambda: _generate(base, job))
+        torch_thread.start(lambda: _generate(base, job), "llama.cpp generation")
         return (yield from _relay(job))
 
 
@@ -180,8 +180,8 @@ def _generate(base: _Base, job: _Job) -> None:
 
 def gguf_of(base: str) -> Path | None:
     """The GGUF file llama.cpp runs for *base*: a bundled base's own, or *base* itself when it is a ``.gguf`` path."""
-    from chatbot.runtime.base_models import _BUNDLED, bundled_gguf
+    from chatbot.runtime.base_models import bundled_gguf, is_bundled
 
-    if base in _BUNDLED:
+    if is_bundled(base):
         return bundled_gguf(base)
     return Path(base).expanduser().resolve() if base.endswith(".gguf") else None

@@ -76,6 +76,12 @@ def encoder_dtype() -> str:
     return asked
 
 
+def _loaded(source: str, dtype: Any, tokenizer: Any) -> tuple[Any, _Hidden]:
+    """The model and its forward, made in one task of the torch thread."""
+    model = _load_model(source, dtype)
+    return model, _Hidden(model, tokenizer)
+
+
 def _load_model(source: str, dtype: Any) -> Any:
     """The encoder for inference, without a BERT's pooler layer: embeddings are pooled over tokens here."""
     from transformers import AutoModel
@@ -156,8 +162,7 @@ class Encoder:
 
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.source)
-                self._model = torch_thread.run(lambda: _load_model(self.source, getattr(torch, self.dtype)))
-                self._hidden = torch_thread.run(lambda: _Hidden(self._model, self._tokenizer))
+                self._model, self._hidden = torch_thread.run(lambda: _loaded(self.source, getattr(torch, self.dtype), self._tokenizer))
             except OSError as exc:
                 raise ChatbotError(f"encoder {self.name!r} could not be loaded: {exc}".splitlines()[0],
                                    hint="use a local folder, or set HF_HUB_OFFLINE=0 with network access") from None

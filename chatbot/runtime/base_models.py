@@ -118,6 +118,11 @@ def _convert_gguf(name: str, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_bundled(name: str) -> bool:
+    """Whether *name* is a base that a package ships as a GGUF file (see :func:`bundled_gguf`)."""
+    return name in _BUNDLED
+
+
 def resolve_base(name: str) -> str:
     """A path or hub id that ``from_pretrained`` can load, converting the bundled GGUF once."""
     if name in _BUNDLED:

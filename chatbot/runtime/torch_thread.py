@@ -13,6 +13,7 @@ for the long task.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _tasks: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
 _wake = threading.Condition()
@@ -39,6 +41,16 @@ def submit(fn: Callable[[], T]) -> Future[T]:
         _tasks.append((fn, future))
         _wake.notify()
     return future
+
+
+def start(fn: Callable[[], Any], what: str) -> None:
+    """Queue *fn* for the torch thread without waiting for it; what it raises is logged, as nobody reads its future."""
+
+    def done(future: Future[Any]) -> None:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            log.error("torch thread task failed", exc_info=exc, extra={"fields": {"task": what}})
+
+    submit(fn).add_done_callback(done)
 
 
 def run(fn: Callable[[], T]) -> T:
