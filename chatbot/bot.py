@@ -41,7 +41,7 @@ class Router(Protocol):
 
 
 log = logging.getLogger(__name__)
-SLOT_FROM_TEXT_WORDS = 5  # an answer to a skill's question this short is the value itself when the skill finds none
+SLOT_FROM_TEXT_WORDS = 5  # an answer to a skill's question this short is the value itself when the skill finds no entity in it
 
 
 class _NoSkills:
@@ -323,8 +323,9 @@ class Bot:
     @staticmethod
     def _person_reply(skill: Skill, answer: _Answer, text: str, slots: dict[str, list[str]], filling: str | None) -> None:
         """The reply from the skill's template and the slots, or the question for a slot still missing (see ``skills/replies.py``)."""
-        if filling and not answer.entities.get(filling) and 0 < len(text.split()) <= SLOT_FROM_TEXT_WORDS:
-            answer.entities = {**answer.entities, filling: [text.strip().rstrip(".!?")]}  # "Saturday": the message is the value
+        if filling and not any(answer.entities.values()) and 0 < len(text.split()) <= SLOT_FROM_TEXT_WORDS:
+            # "Saturday": the message is the value; not "my trek" to "which day?", where the skill found the bike
+            answer.entities = {filling: [text.strip().rstrip(".!?")]}
         now = fill_slots(slots, answer.entities)
         wanted = missing(skill.ask_for, now)
         if wanted is not None:

@@ -231,6 +231,10 @@ def test_a_booking_asks_for_its_missing_day_then_confirms(tmp_path: Path) -> Non
     assert whole.text == "Booked: your Trek on Friday."
     assert bot.reply("u", "I love this shop, great mechanics!").text == "Thanks! That reads positive to me."
     assert [t.awaiting for t in bot.session("s").history] == ["day", None]
+    bot.reply("v", "Please book my Giant in for a service.")
+    again = bot.reply("v", "the giant")  # the skill finds the bike in this answer: it is not taken as the day
+    assert again.awaiting == "day" and again.entities == {"bike": ["Giant"]}
+    assert bot.reply("v", "Saturday").text == "Booked: your Giant on Saturday."
 
 
 def test_reply_templates_are_checked_when_models_yaml_is_read(tmp_path: Path) -> None:
