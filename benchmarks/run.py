@@ -10,7 +10,7 @@ different skills; resident memory with 1, 20 and 200 registered skills (LoRA ada
 benchmark: r=16 on every linear layer, random weights) against 20 separately loaded models (one
 measured, times 20), and the time to load a cold adapter; routing latency; a whole turn through
 `Bot.reply` (route + prompt + 32 new tokens) against llama.cpp generating as many tokens from the
-same prompt alone; LoRA training tokens/s on the job-ner file against the HF `Trainer` with the
+same prompt alone, without an adapter and with the turn's skill's LoRA set; LoRA training tokens/s on the job-ner file against the HF `Trainer` with the
 same model, LoRA config, batch size and lengths; `chatbot serve` requests/s and p95 latency with 1
 and 8 concurrent `openai`-client users on loopback.
 
@@ -158,13 +158,39 @@ def llama_cpp_alone(job: dict[str, Any]) -> Any:
     llm = llama_cpp_model(Path(job["gguf"]))
     if job["kind"] == "decode":
         return median_of([llama_cpp_decode(llm, job["prompt"], job["new_tokens"]) for _ in range(job["repeats"])])
-    seconds = []
-    for prompt, made in job["turns"]:  # each turn's prompt and the tokens our bot made for it
+    loras = _llama_cpp_loras(llm, Path(job["gguf"]), {lora for _, _, lora in job["turns"] if lora}) if job.get("lora") else {}
+    seconds, current = [], None
+    for prompt, made, lora in job["turns"]:  # each turn's prompt, the tokens our bot made for it, and its skill's adapter
         started = time.perf_counter()
+        if job.get("lora") and lora != current:  # the turn's adapter set as a llama-cpp-python user switches it
+            _set_llama_cpp_lora(llm, loras.get(lora))
+            current = lora
         llm.reset()
         llm.create_completion(prompt, max_tokens=made, temperature=0.0, logit_bias={llm.token_eos(): -1e9})
         seconds.append(time.perf_counter() - started)
     return seconds
+
+
+def _llama_cpp_loras(llm: Any, gguf: Path, adapters: set[str]) -> dict[str, Any]:
+    """llama.cpp's handle of each peft adapter, converted to a GGUF LoRA file and loaded beforehand (as a bot's warm-up does)."""
+    import llama_cpp
+
+    from chatbot.backends.gguf_lora import cached_gguf_lora
+
+    with tempfile.TemporaryDirectory(prefix="gguf-lora-") as cache:
+        return {adapter: llama_cpp.llama_adapter_lora_init(llm._model.model, str(cached_gguf_lora(Path(adapter), gguf, Path(cache))).encode())
+                for adapter in sorted(adapters)}  # llama.cpp reads the whole file on init
+
+
+def _set_llama_cpp_lora(llm: Any, handle: Any) -> None:
+    import ctypes
+
+    import llama_cpp
+
+    if handle is None:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+    else:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle), 1, (ctypes.c_float * 1)(1.0))
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -260,7 +286,9 @@ def turns(registry: str, count: int) -> dict[str, Any]:
         reply = bot.reply(f"bench-{i}", text)
         ours.append(time.perf_counter() - started)
         if reply.skill:
-            asked.append((text + bot.registry.skills[reply.skill].separator, max(1, reply.usage.completion_tokens)))
+            skill = bot.registry.skills[reply.skill]
+            adapter = bot.registry.adapter_path(skill)
+            asked.append((text + skill.separator, max(1, reply.usage.completion_tokens), str(adapter) if adapter else None))
     return {"route_ms": {"p50": p50, "p95": p95, "messages": n},
             "turn_s": {"ours_p50": statistics.median(ours), "ours_p95": _p95(ours), "turns": count}, "asked": asked}
 
@@ -448,6 +476,8 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["route_ms"], found["turn_s"] = measured["route_ms"], measured["turn_s"]
         alone = apart("llama", {"kind": "turns", "gguf": str(gguf), "turns": measured["asked"]}) if llama else None
         found["turn_s"]["llamacpp_p50"] = statistics.median(alone) if alone else None
+        with_lora = apart("llama", {"kind": "turns", "gguf": str(gguf), "turns": measured["asked"], "lora": True}) if llama else None
+        found["turn_s"]["llamacpp_lora_p50"] = statistics.median(with_lora) if with_lora else None
         if found["decode_tps"]["ours_llamacpp"] is not None:
             found["turn_s"]["ours_llamacpp_p50"] = apart("turns", str(registry), size["turns"], env={"CHATBOT_ENGINE": "llama-cpp"})["turn_s"]["ours_p50"]
 
@@ -482,6 +512,11 @@ def _version(package: str) -> str | None:
 
 def _ratio(ours: float | None, baseline: float | None) -> str:
     return f"{ours / baseline:.2f}×" if ours and baseline else "-"
+
+
+def _also(ours: float | None, baseline: float | None) -> str:
+    """A second ratio after the first, against another baseline of the same row (nothing without it)."""
+    return f" · {_ratio(ours, baseline)}" if ours and baseline else ""
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -527,6 +562,7 @@ def render(d: dict[str, Any]) -> str:
                      f"one skill: {_f(one, 0)} · {d['naive_count']} models "
                      f"loaded apart: {_f(naive, 0)} | +{(rss[f'skills_{n}'] - one) / (n - 1):.1f} MB a skill |")
     route, alone, turn, train, srv = d["route_ms"], d.get("route_ms_alone"), d["turn_s"], d["train_tps"], d["server"]
+    lora_alone = f" · with each turn's LoRA set (the GGUF LoRA files our engine runs): {_f(turn['llamacpp_lora_p50'], 3)}" if turn.get("llamacpp_lora_p50") else ""
     lines += [
         f"| cold adapter load, ms (median) | {_f(d['cold_adapter_ms'])} | - | - |",
         *([f"| routing latency p50 / p95, ms ({alone['messages']} messages), before any engine has run | **{_f(alone['p50'])}** / "
@@ -534,9 +570,11 @@ def render(d: dict[str, Any]) -> str:
         f"| routing latency p50 / p95, ms ({route['messages']} messages), in the bot's process after its engine has run | "
         f"**{_f(route['p50'])}** / {_f(route['p95'])} | - | - |",
         f"| whole turn p50, s ({turn['turns']} turns through `Bot.reply`: route + prompt + up to {d['turn_tokens']} new tokens) | **{_f(turn['ours_p50'], 3)}** | "
-        f"llama.cpp alone, same prompt and tokens: {_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_p50'], turn['llamacpp_p50'])} |",
+        f"llama.cpp alone, same prompt and tokens: {_f(turn['llamacpp_p50'], 3)}{lora_alone} | {_ratio(turn['ours_p50'], turn['llamacpp_p50'])}"
+        f"{_also(turn['ours_p50'], turn.get('llamacpp_lora_p50'))} |",
         *([f"| the same with the llama.cpp engine (`CHATBOT_ENGINE=llama-cpp`) | **{_f(turn['ours_llamacpp_p50'], 3)}** | llama.cpp alone: "
-           f"{_f(turn['llamacpp_p50'], 3)} | {_ratio(turn['ours_llamacpp_p50'], turn['llamacpp_p50'])} |"] if turn.get("ours_llamacpp_p50") else []),
+           f"{_f(turn['llamacpp_p50'], 3)}{lora_alone} | {_ratio(turn['ours_llamacpp_p50'], turn['llamacpp_p50'])}"
+           f"{_also(turn['ours_llamacpp_p50'], turn.get('llamacpp_lora_p50'))} |"] if turn.get("ours_llamacpp_p50") else []),
         f"| LoRA training tokens/s, {train['rows']} job-ner rows, batch 4, 1 epoch, without loading and saving | **{_f(train['ours'])}** | HF Trainer: {_f(train['hf_trainer'])} | "
         f"{_ratio(train['ours'], train['hf_trainer'])} |",
         *([f"| the same under bf16 autocast (both: ours `--precision bf16`, the HF Trainer's `bf16=True`) | **{_f(bf16['ours'])}** | "

@@ -146,7 +146,7 @@ def test_epoch_selection_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
 
 DECODERS = {"ours", "ours_int8", "ours_llamacpp", "reference", "llamacpp", "transformers"}  # ours_llamacpp: None on the tiny model (no GGUF)
 RUN_KEYS = {"decode_tps": DECODERS, "first_token_s": DECODERS, "aggregate": {"ours", "ours_int8", "reference"},
-            "route_ms": {"p50", "p95", "messages"}, "route_ms_alone": {"p50", "p95", "messages"}, "turn_s": {"ours_p50", "ours_p95", "llamacpp_p50", "turns"},
+            "route_ms": {"p50", "p95", "messages"}, "route_ms_alone": {"p50", "p95", "messages"}, "turn_s": {"ours_p50", "ours_p95", "llamacpp_p50", "llamacpp_lora_p50", "turns"},
             "train_tps": {"ours", "hf_trainer", "ours_s", "ours_with_loading_s", "hf_trainer_s", "tokens", "rows"}}
 
 
