@@ -158,12 +158,14 @@ def llama_cpp_alone(job: dict[str, Any]) -> Any:
     llm = llama_cpp_model(Path(job["gguf"]))
     if job["kind"] == "decode":
         return median_of([llama_cpp_decode(llm, job["prompt"], job["new_tokens"]) for _ in range(job["repeats"])])
+    from chatbot.backends.llama_cpp_engine import set_lora
+
     loras = _llama_cpp_loras(llm, Path(job["gguf"]), {lora for _, _, lora in job["turns"] if lora}) if job.get("lora") else {}
     seconds, current = [], None
     for prompt, made, lora in job["turns"]:  # each turn's prompt, the tokens our bot made for it, and its skill's adapter
         started = time.perf_counter()
         if job.get("lora") and lora != current:  # the turn's adapter set as a llama-cpp-python user switches it
-            _set_llama_cpp_lora(llm, loras.get(lora))
+            set_lora(llm, loras.get(lora))
             current = lora
         llm.reset()
         llm.create_completion(prompt, max_tokens=made, temperature=0.0, logit_bias={llm.token_eos(): -1e9})
@@ -180,17 +182,6 @@ def _llama_cpp_loras(llm: Any, gguf: Path, adapters: set[str]) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="gguf-lora-") as cache:
         return {adapter: llama_cpp.llama_adapter_lora_init(llm._model.model, str(cached_gguf_lora(Path(adapter), gguf, Path(cache))).encode())
                 for adapter in sorted(adapters)}  # llama.cpp reads the whole file on init
-
-
-def _set_llama_cpp_lora(llm: Any, handle: Any) -> None:
-    import ctypes
-
-    import llama_cpp
-
-    if handle is None:
-        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
-    else:
-        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle), 1, (ctypes.c_float * 1)(1.0))
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -72,16 +72,10 @@ class _Base:
 
     def use(self, folder: str | None) -> None:
         """Set *folder*'s adapter (None: no adapter) on the context (call with the lock held)."""
-        import llama_cpp
-
         handle = self.adapter(folder) if folder is not None else None  # a retrained adapter is loaded again (and unset first)
         if folder == self.current:
             return
-        if handle is None:
-            llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
-        else:
-            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-            llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
+        set_lora(self.llm, handle)
         self.current = folder
         self.llm.reset()  # the cached prompt was computed under the other adapter
 
@@ -90,7 +84,7 @@ class _Base:
 
         _, handle = self.loaded.pop(folder)
         if self.current == folder:
-            llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+            set_lora(self.llm, None)
             self.current = None
             self.llm.reset()
         llama_cpp.llama_adapter_lora_free(handle)
@@ -176,6 +170,16 @@ def _generate(base: _Base, job: _Job) -> None:
                            queued_ms=queued_ms))
     except Exception as exc:  # noqa: BLE001 - the caller hears of it
         out.put(exc)
+
+
+def set_lora(llm: Any, handle: Any) -> None:
+    """Set the llama.cpp adapter *handle* on *llm*'s context at scale 1, the only one (None: no adapter)."""
+    import llama_cpp
+
+    if handle is None:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+    else:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle), 1, (ctypes.c_float * 1)(1.0))
 
 
 def gguf_of(base: str) -> Path | None:
