@@ -232,7 +232,8 @@ def _set_up(examples: Sequence[tuple[str, str]], valid_examples: Sequence[tuple[
     train_data = tokenized(examples)
     total_steps = math.ceil(len(train_data) / hp.batch_size) * hp.n_epochs
     warmup = max(1, round(0.1 * total_steps))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate, weight_decay=0.0,
+                                  fused=device.startswith("cuda") or None)  # one kernel for every LoRA tensor on a GPU
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then linear decay to 0
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
