@@ -200,3 +200,9 @@ def test_an_evaluation_sends_its_prompts_as_one_batch(tiny_adapters: tuple[str, 
     assert engine.joins == [len(rows)] and len(seen) == len(rows)  # all at once, progress for each
     one_by_one = evaluate_skill(registry, "shop", data, reference)
     assert batched["examples"] == one_by_one["examples"] and batched["token_f1"] == one_by_one["token_f1"] == 1.0
+
+
+def test_the_batch_is_larger_on_a_gpu_and_set_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert BatchedBackend("cpu").max_batch == 8 and BatchedBackend("cuda").max_batch == 64  # nothing loads until a request
+    monkeypatch.setenv("CHATBOT_MAX_BATCH", "3")
+    assert BatchedBackend("cuda").max_batch == 3 and BatchedBackend("cpu", max_batch=5).max_batch == 5

@@ -31,7 +31,9 @@ from chatbot.backends.local import StopMatcher, _logprobs_of, _sample, _stamp, _
 from chatbot.errors import ServerFault
 from chatbot.runtime import torch_thread
 
-MAX_BATCH = int(os.environ.get("CHATBOT_MAX_BATCH", 8))
+# rows decoded together at most: 8 on a CPU (a step's time grows with its rows there), 64 on a GPU (one step costs about
+# the same for 1 row or 64: benchmarks/gpu.py measured 26x the tokens/s of one row at 64 on an H100)
+MAX_BATCH = {"cpu": 8, "gpu": 64}
 ADAPTER_SLOTS = int(os.environ.get("CHATBOT_ADAPTER_SLOTS", 32))
 MAX_LORA_RANK = int(os.environ.get("CHATBOT_MAX_LORA_RANK", 16))
 ADAPTER_DTYPE = os.environ.get("CHATBOT_ADAPTER_DTYPE", "bfloat16")  # how resident adapters are kept: 9.8 MB an r=16 SmolLM2 skill
@@ -66,7 +68,7 @@ class _Base:
 class BatchedBackend:
     """Local inference, batched across requests and adapters; the :class:`Backend` interface."""
 
-    def __init__(self, device: str | None = None, *, max_batch: int = MAX_BATCH, adapter_slots: int = ADAPTER_SLOTS,
+    def __init__(self, device: str | None = None, *, max_batch: int | None = None, adapter_slots: int = ADAPTER_SLOTS,
                  max_lora_rank: int = MAX_LORA_RANK, adapter_dtype: str = ADAPTER_DTYPE, quantize: str | None = QUANTIZE) -> None:
         """*quantize* ``int8``: the base's linear layers (not the adapters) in int8 with a scale per output channel,
         about 4× less to read per token on a CPU; outputs then differ from the reference path (see the README)."""
@@ -77,6 +79,7 @@ class BatchedBackend:
         self.device = device or default_device()
         if quantize not in (None, "int8"):
             raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use int8, or leave it unset")
+        max_batch = max_batch or int(os.environ.get("CHATBOT_MAX_BATCH") or MAX_BATCH["cpu" if self.device == "cpu" else "gpu"])
         self.max_batch, self.adapter_slots, self.max_lora_rank, self.quantize = max_batch, adapter_slots, max_lora_rank, quantize
         self.adapter_dtype = getattr(torch, adapter_dtype)
         self.steps: list[int] = []  # the rows of each decoding step, for tests and benchmarks (the last 1,000)
