@@ -114,23 +114,36 @@ def ours_decode(backend: Any, base: str, adapter: str, prompt: str, new_tokens: 
             "tokens": completion.completion_tokens}
 
 
-def transformers_decode(base: str, prompt: str, new_tokens: int) -> dict[str, float]:
-    """Plain transformers `generate`, fp32, greedy, the base alone (what the tutorials run)."""
+def engine_decode(backend: Any, base: str, adapter: str, prompt: str, new_tokens: int, repeats: int) -> dict[str, float]:
+    """:func:`ours_decode`, the median of *repeats* runs after a short warm-up (the adapter loaded beforehand)."""
+    backend.preload(base, adapter)
+    ours_decode(backend, base, adapter, prompt, 4)
+    return median_of([ours_decode(backend, base, adapter, prompt, new_tokens) for _ in range(repeats)])
+
+
+def transformers_decode(base: str, prompt: str, new_tokens: int, device: str = "cpu", batch: int = 1) -> dict[str, float]:
+    """Plain transformers `generate`, greedy, the base alone (what the tutorials run): fp32 on a CPU, bf16 elsewhere
+    (``load_model``'s choice). With *batch* > 1, the prompt repeated in as many rows; ``tps`` counts every row's tokens."""
     import torch
 
     from chatbot.runtime.base_models import load_model, load_tokenizer
 
-    tokenizer, model = load_tokenizer(base), load_model(base).eval()
-    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    tokenizer, model = load_tokenizer(base), load_model(base, device).eval()
+    inputs = tokenizer([prompt] * batch, add_special_tokens=False, return_tensors="pt").to(device)
+    ids = inputs["input_ids"]
+
+    def timed(tokens: int) -> tuple[Any, float]:
+        started = time.perf_counter()
+        out = model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - started
+
     with torch.inference_mode():
-        started = time.perf_counter()
-        model.generate(ids, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        first = time.perf_counter() - started
-        started = time.perf_counter()
-        out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        total = time.perf_counter() - started
+        first = timed(1)[1]
+        out, total = timed(new_tokens)
     made = int(out.shape[1] - ids.shape[1])
-    return {"first_token_s": first, "decode_tps": (made - 1) / max(total - first, 1e-9), "tokens": made}
+    return {"first_token_s": first, "decode_tps": (made - 1) / max(total - first, 1e-9), "tokens": made, "tps": batch * made / total}
 
 
 def llama_cpp_model(gguf: Path) -> Any | None:
@@ -213,12 +226,10 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_child(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
-    """In a fresh process: the engine with these skills registered, each asked once (its adapter loaded, or evicted later)."""
+def asked_once(backend: Any, base: str, adapters: list[str], prompt: str) -> float:
+    """Each skill asked once on *backend* (its adapter loaded, or evicted later); the median ms of an adapter's cold load."""
     from chatbot.backends.base import GenerationRequest
-    from chatbot.backends.batched import BatchedBackend
 
-    backend = BatchedBackend("cpu")
     backend.preload(base)
     cold = []
     for adapter in adapters:
@@ -226,7 +237,15 @@ def rss_child(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
         backend.preload(base, adapter)
         cold.append((time.perf_counter() - started) * 1000)
         backend.complete(GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=1, stop=[]))
-    return {"rss_mb": rss_mb(), "cold_adapter_ms": statistics.median(cold) if cold else 0.0}
+    return statistics.median(cold) if cold else 0.0
+
+
+def rss_child(base: str, adapters: list[str], prompt: str) -> dict[str, float]:
+    """In a fresh process: the engine with these skills registered, each asked once."""
+    from chatbot.backends.batched import BatchedBackend
+
+    cold = asked_once(BatchedBackend("cpu"), base, adapters, prompt)
+    return {"rss_mb": rss_mb(), "cold_adapter_ms": cold}
 
 
 def apart(kind: str, *args: Any, env: dict[str, str] | None = None) -> Any:
@@ -291,10 +310,11 @@ def _p95(values: list[float]) -> float:
 
 # -- training ------------------------------------------------------------------------------------------
 
-def training(base: str, rows: list[tuple[str, str]], precision: str = "fp32") -> dict[str, float]:
-    """One epoch of our trainer against the HF Trainer: same model, LoRA config, batch size, lengths and *precision*
-    (``bf16``: autocast for both, the HF Trainer's ``bf16=True``). Both timed from the first step to the last
-    (`trainer.train()`; our training passes), without loading the model or saving the adapter."""
+def training(base: str, rows: list[tuple[str, str]], precision: str = "fp32", device: str = "cpu", epochs: int = 1) -> dict[str, float]:
+    """*epochs* of our trainer against the HF Trainer on *device*: same model (``load_model``'s weights for the device),
+    LoRA config, batch size, lengths and *precision* (``bf16``: autocast for both, the HF Trainer's ``bf16=True``). Both
+    timed from the first step to the last (`trainer.train()`; our training passes), without loading the model or saving
+    the adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
@@ -303,9 +323,9 @@ def training(base: str, rows: list[tuple[str, str]], precision: str = "fp32") ->
     from chatbot.training.hyperparams import Hyperparameters
     from chatbot.training.trainer import encode, train_lora
 
-    hp = Hyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=0.2, precision=precision)
+    hp = Hyperparameters(n_epochs=epochs, batch_size=4, learning_rate_multiplier=0.2, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
-        ours = train_lora(rows, Path(tmp) / "ours", base_model=base, hyperparameters=hp)
+        ours = train_lora(rows, Path(tmp) / "ours", base_model=base, hyperparameters=hp, device=device)
     tokens = ours.trained_tokens
     tokenizer = training_tokenizer(base)
     encoded = [encode(tokenizer, p, c, hp.max_length, 0.0)[0] for p, c in rows]
@@ -322,18 +342,18 @@ def training(base: str, rows: list[tuple[str, str]], precision: str = "fp32") ->
             labels[i, b["prompt"]:n] = torch.tensor(b["input_ids"][b["prompt"]:])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    model = get_peft_model(load_model(base), LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
+    model = get_peft_model(load_model(base, device), LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
                                                         target_modules="all-linear", task_type="CAUSAL_LM"))
     data = [{"input_ids": ids, "prompt": min(p, len(ids) - 1)} for ids, p in zip(encoded, n_prompt)]
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=hp.batch_size, num_train_epochs=1, learning_rate=hp.learning_rate,
-                                 report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, remove_unused_columns=False,
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=hp.batch_size, num_train_epochs=epochs, learning_rate=hp.learning_rate,
+                                 report_to=[], save_strategy="no", logging_strategy="no", use_cpu=device == "cpu", remove_unused_columns=False,
                                  dataloader_num_workers=0, disable_tqdm=True, bf16=precision == "bf16")
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
         started = time.perf_counter()
         trainer.train()
         hf_s = time.perf_counter() - started
-    hf_tokens = sum(len(ids) for ids in encoded)
+    hf_tokens = epochs * sum(len(ids) for ids in encoded)
     return {"ours": tokens / ours.fit_s, "hf_trainer": hf_tokens / hf_s, "ours_s": ours.fit_s, "ours_with_loading_s": ours.duration_s, "hf_trainer_s": hf_s,
             "tokens": tokens, "rows": len(rows)}
 
@@ -429,12 +449,8 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         engines["reference"] = LocalBackend("cpu")
         decoded = {}
         for name, engine in engines.items():
-            def decode(engine: Any = engine) -> dict[str, float]:
-                engine.preload(base, adapters[0])
-                ours_decode(engine, base, adapters[0], prompt, 4)  # warm-up
-                return median_of([ours_decode(engine, base, adapters[0], prompt, size["new_tokens"]) for _ in range(size["repeats"])])
-
-            decoded[name] = on_a_thread_of_its_own(decode)
+            decoded[name] = on_a_thread_of_its_own(lambda engine=engine: engine_decode(engine, base, adapters[0], prompt, size["new_tokens"],
+                                                                                       size["repeats"]))
         decoded["transformers"] = on_a_thread_of_its_own(lambda: median_of([transformers_decode(resolve_base(base), prompt, size["new_tokens"])
                                                                for _ in range(size["repeats"])]))
         if llama:
@@ -485,12 +501,12 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
     return found
 
 
-def _training_rows(n: int, quick: bool) -> list[tuple[str, str]]:
-    if JOB_NER.exists():
-        rows = [json.loads(line) for line in JOB_NER.read_text(encoding="utf-8").splitlines() if line.strip()][:n]
+def _training_rows(n: int, quick: bool, path: Path = JOB_NER) -> list[tuple[str, str]]:
+    if path.exists():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:n]
         return [(r["prompt"], r["completion"]) for r in rows]
     if not quick:
-        raise SystemExit(f"{JOB_NER}: missing (the shared data sets belong beside the repository)")
+        raise SystemExit(f"{path}: missing (the shared data sets belong beside the repository)")
     return [(f"We need python and {i} years of experience.\n\n###\n\n", f" skills:['python']\nexperience:['{i} years'] END") for i in range(n)]
 
 

@@ -18,7 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import results  # noqa: E402
 
-SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection", "run", "quantized"]
+SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection", "run", "quantized", "gpu"]
 
 
 def script(name: str) -> Any:
@@ -164,6 +164,31 @@ def test_run_quick_on_the_tiny_model_writes_every_row_and_key(tiny_base: str, tm
     assert {"machine", "date", "versions"} <= found.keys()
     shown = (tmp_path / "out" / "RESULTS.md").read_text()
     assert shown.count("| resident MB with") == 2 and "HF Trainer" in shown and shown.count("aggregate tokens/s, 8 concurrent") == 3
+
+
+def test_gpu_rows_run_on_the_cpu_and_publish_from_a_saved_run(tiny_base: str, tmp_path: Path):
+    script("gpu").main(["--quick", "--device", "cpu", "--base", tiny_base, "--out", str(tmp_path / "out")])
+    found = _published(tmp_path / "out", "gpu")
+    assert found["device"] == "cpu" and found["machine"]["gpu"] is None and found["quick"]
+    assert set(found["decode_tps"]) == set(found["first_token_s"]) == {"ours", "reference", "transformers"}
+    assert found["aggregate"].keys() == {"1", "4"} and all(run["tps"] > 0 and run["transformers_tps"] > 0 for run in found["aggregate"].values())
+    assert found["aggregate"]["4"]["rows_at_most"] == 4  # the four requests in one batch
+    assert found["memory_mb"].keys() == {"skills_1", "skills_4", "naive_one", "naive_4"}
+    assert found["same"]["skills"] == 4 and found["train_tps"]["ours"] > 0 and found["train_tps"]["hf_trainer"] > 0
+    found["measured_at"] = "2000-01-01 00:00 UTC"  # a run saved elsewhere, published here without measuring
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(found))
+    script("gpu").main(["--publish", str(saved), "--out", str(tmp_path / "again")])
+    assert _published(tmp_path / "again", "gpu") == found
+
+
+def test_gpu_stops_where_no_gpu_is(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        script("gpu").main(["--out", str(tmp_path)])
 
 
 def test_quantized_run_on_the_tiny_adapters(tiny_adapters: tuple[str, str, str], tmp_path: Path):
