@@ -89,6 +89,7 @@ def write_gguf_lora(adapter: Path, base_gguf: Path, out: Path) -> None:
         heads = PERMUTED.get(arch, {}).get(leaf)
         if part == "lora_b" and heads:
             values = _permute_rows(values, base[heads])
+        # float32: in float16 (half the file) llama.cpp decoded slower here (84 against 102 tokens/s, 2 threads, SmolLM2)
         writer.add_tensor(f"{name}.{part}", np.ascontiguousarray(values, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
