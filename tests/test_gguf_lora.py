@@ -79,3 +79,10 @@ def test_a_retrained_adapter_replaces_its_own_stale_file_only(smollm_adapter: tu
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # trained again
     new = cached_gguf_lora(folder, bundled_gguf(DEFAULT_BASE), cache)
     assert new != old and sorted(cache.iterdir()) == sorted([new, theirs])
+
+
+def test_files_named_by_earlier_versions_are_removed(smollm_adapter: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    earlier, other = tmp_path / "plain-15e4f34034e7ba6f5bc0bb06.gguf", tmp_path / "base.gguf"  # NAME-KEY; a file not ours
+    earlier.write_bytes(b"old"), other.write_bytes(b"keep")
+    written = cached_gguf_lora(smollm_adapter[0], bundled_gguf(DEFAULT_BASE), tmp_path)
+    assert sorted(tmp_path.iterdir()) == sorted([written, other])

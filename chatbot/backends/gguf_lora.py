@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,14 @@ def cached_gguf_lora(adapter: Path, base_gguf: Path, cache: Path) -> Path:
         for stale in cache.glob(f"{glob.escape(adapter.name)}-{folder}-*.gguf"):
             if stale != target:
                 stale.unlink(missing_ok=True)  # a model that has it open keeps reading it
+        for old in cache.glob("*.gguf"):  # named NAME-KEY, without the folder's hash, by earlier versions: never read now
+            if EARLIER_FILE_NAME.fullmatch(old.name) and not FILE_NAME.fullmatch(old.name):
+                old.unlink(missing_ok=True)
     return target
+
+
+FILE_NAME = re.compile(r".+-[0-9a-f]{12}-[0-9a-f]{24}\.gguf")
+EARLIER_FILE_NAME = re.compile(r".+-[0-9a-f]{24}\.gguf")
 
 
 def write_gguf_lora(adapter: Path, base_gguf: Path, out: Path) -> None:
