@@ -8,7 +8,9 @@ prototypes trained on the same embeddings: in-scope accuracy 0.904 → 0.942, ou
 
 With an encoder fine-tuned on many examples (``finetune.py``), a skill's score is the cosine with its
 prototype, trained together with the encoder (scaled-cosine softmax, ``SCALE``), so adding a skill
-is adding a row.
+is adding a row. Tried there on CLINC150 and dropped, judged on held-out training rows: nearest-example
+scores (k = 1 to 10, and their mean with the prototype's), and fine-tuning with a cosine margin (CosFace,
+0.25) both caught fewer out-of-scope messages at the same in-scope accuracy.
 """
 
 from __future__ import annotations
