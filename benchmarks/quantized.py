@@ -1,6 +1,6 @@
 """Benchmark: what smaller base weights do to each skill's answers. Every local skill of `models.yaml`
 that has a validation file is scored on it by `chatbot eval --json`: with the base as it loads (float32
-on a CPU, the default), with `CHATBOT_ENGINE_QUANT=int8`, and on the llama.cpp engine
+on a CPU, the default), with `CHATBOT_ENGINE_QUANT=bf16` and `=int8`, and on the llama.cpp engine
 (`CHATBOT_ENGINE=llama-cpp`: the shipped Q4_1 GGUF, the adapter as a GGUF LoRA) when llama-cpp-python is
 installed and every base has a GGUF; the table shows each and its difference from float32 in points of the skill's own metric
 (issue 11's bar for a quantized engine: within 1).
@@ -37,7 +37,8 @@ from chatbot.runtime.base_models import DEFAULT_BASE  # noqa: E402
 
 NAME, TITLE = "quantized", "Smaller base weights and each skill's metric"
 CHATBOT = str(Path(sys.executable).with_name("chatbot"))
-MODES = {"float32": {}, "int8": {"CHATBOT_ENGINE_QUANT": "int8"}, "llama.cpp Q4_1": {"CHATBOT_ENGINE": "llama-cpp"}}
+MODES = {"float32": {}, "bf16": {"CHATBOT_ENGINE_QUANT": "bf16"}, "int8": {"CHATBOT_ENGINE_QUANT": "int8"},
+         "llama.cpp Q4_1": {"CHATBOT_ENGINE": "llama-cpp"}}
 BAR_POINTS = 1.0
 
 
@@ -79,7 +80,8 @@ def render(d: dict[str, Any]) -> str:
     modes = d["modes"]
     lines = [
         f"Each local skill of `{d['registry']}` scored on its validation file by `chatbot eval`: its base's linear layers in float32 (the "
-        "default), in int8 with a scale per output channel (`CHATBOT_ENGINE_QUANT=int8`), and the base's Q4_1 GGUF on llama.cpp "
+        "default), its weights in bfloat16 (`CHATBOT_ENGINE_QUANT=bf16`), in int8 with a scale per output channel "
+        "(`CHATBOT_ENGINE_QUANT=int8`), and the base's Q4_1 GGUF on llama.cpp "
         "(`CHATBOT_ENGINE=llama-cpp`) where llama-cpp-python is installed and the bases have GGUF files; the adapters stay as they are.",
         "",
         "| skill (metric, rows) | float32 | " + " | ".join(f"{m} (points)" for m in modes) + " | eval s: " + " / ".join(["float32", *modes]) + " |",

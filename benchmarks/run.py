@@ -50,7 +50,7 @@ LLAMA_CPP = "llama-cpp-python==0.3.36"
 JOB_NER = SHARED / "data" / "job-ner" / "train.jsonl"
 FULL = {"prompt_tokens": 200, "new_tokens": 128, "sessions": (1, 4, 8), "skills": (1, 20, 200), "naive": 20, "route_messages": 200,
         "turns": 10, "turn_tokens": 32, "train_rows": 60, "server_seconds": 30.0, "server_tokens": 16, "repeats": 3}
-DECODERS = ("ours", "ours_int8", "ours_llamacpp", "reference", "transformers", "llamacpp")
+DECODERS = ("ours", "ours_bf16", "ours_int8", "ours_llamacpp", "reference", "transformers", "llamacpp")
 QUICK = {"prompt_tokens": 40, "new_tokens": 16, "sessions": (1, 4, 8), "skills": (1, 4, 8), "naive": 4, "route_messages": 20,
          "turns": 3, "turn_tokens": 8, "train_rows": 8, "server_seconds": 3.0, "server_tokens": 4, "repeats": 1}
 TEXT = ("The shop repairs city bikes, road bikes and e-bikes. A standard service covers the brakes, the gears, the chain and "
@@ -428,7 +428,7 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
                              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor() or platform.machine()},
                              "versions": {p: _version(p) for p in ("chatbot", "torch", "transformers", "peft", "llama-cpp-python")},
                              "prompt_tokens": len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), "new_tokens": size["new_tokens"],
-                             "turn_tokens": size["turn_tokens"], "llamacpp_cache_reset": True,
+                             "turn_tokens": size["turn_tokens"], "llamacpp_cache_reset": True, "cpu_bf16": cpu_computes_bf16(),
                              "gguf": gguf.name if gguf else None}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         folder = Path(tmp)
@@ -443,7 +443,8 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["route_ms_alone"] = route_alone(registry)
 
         print("decoding at batch 1", flush=True)
-        engines: dict[str, Any] = {"ours": BatchedBackend("cpu"), "ours_int8": BatchedBackend("cpu", quantize="int8")}
+        engines: dict[str, Any] = {"ours": BatchedBackend("cpu"), "ours_bf16": BatchedBackend("cpu", quantize="bf16"),
+                                   "ours_int8": BatchedBackend("cpu", quantize="int8")}
         if llama and gguf_of(base) is not None:  # the same GGUF on llama.cpp, each skill's adapter as a GGUF LoRA
             engines["ours_llamacpp"] = LlamaCppBackend()
         engines["reference"] = LocalBackend("cpu")
@@ -545,6 +546,9 @@ def render(d: dict[str, Any]) -> str:
         f"| decode tokens/s, batch 1, {d['prompt_tokens']}-token prompt, {d['new_tokens']} new tokens, greedy, a LoRA skill: "
         f"the batched engine (the default) | **{_f(dec['ours'])}** | llama.cpp ({d['gguf'] or '-'}): {_f(llama)} · transformers fp32 "
         f"(no adapter): {_f(dec['transformers'])} | {_ratio(dec['ours'], llama)} · {_ratio(dec['ours'], dec['transformers'])} |",
+        *([f"| the same, base weights in bf16 (`CHATBOT_ENGINE_QUANT=bf16`; this CPU {'computes' if d.get('cpu_bf16') else 'emulates'} "
+           f"bf16) | **{_f(dec['ours_bf16'])}** | llama.cpp: {_f(llama)} · transformers: {_f(dec['transformers'])} | "
+           f"{_ratio(dec['ours_bf16'], llama)} · {_ratio(dec['ours_bf16'], dec['transformers'])} |"] if dec.get("ours_bf16") else []),
         f"| the same, base in int8 (`CHATBOT_ENGINE_QUANT=int8`) | **{_f(dec['ours_int8'])}** | llama.cpp: {_f(llama)} · transformers: "
         f"{_f(dec['transformers'])} | {_ratio(dec['ours_int8'], llama)} · {_ratio(dec['ours_int8'], dec['transformers'])} |",
         *([f"| the same, llama.cpp engine (`CHATBOT_ENGINE=llama-cpp`: the GGUF above, the adapter as a GGUF LoRA) | "
@@ -557,7 +561,7 @@ def render(d: dict[str, Any]) -> str:
         f"transformers: {_f(first['transformers'], 3)} | "
         f"{_ratio(first['ours'], first['llamacpp'])} · {_ratio(first['ours'], first['transformers'])} |",
     ]
-    labels = {"ours": "batched", "ours_int8": "batched, int8", "reference": "reference", "ours_llamacpp": "llama.cpp engine"}
+    labels = {"ours": "batched", "ours_bf16": "batched, bf16", "ours_int8": "batched, int8", "reference": "reference", "ours_llamacpp": "llama.cpp engine"}
     for engine, runs in agg.items():
         own = runs["1"]["tps"]
         for n, run in runs.items():

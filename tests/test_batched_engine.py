@@ -129,6 +129,20 @@ def test_int8_weights_still_give_each_adapter_its_answers(tiny_adapters: tuple[s
         BatchedBackend("cpu", quantize="int4")
 
 
+def test_bf16_weights_still_give_each_adapter_its_answers(tiny_adapters: tuple[str, str, str]) -> None:
+    import torch
+
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu", quantize="bf16")
+    answers = engine.complete_many([GenerationRequest(prompt=prompt, base_model=base, adapter=adapter, max_tokens=8, stop=[" END"], logprobs=1)
+                                    for adapter in (a, b) for prompt in ADAPTER_PROMPTS])
+    assert [c.text for c in answers] == ADAPTER_ANSWERS["a"] + ADAPTER_ANSWERS["b"]
+    assert all(all(p <= 0 for p in c.logprobs.token_logprobs) for c in answers)
+    layers = engine._bases[base].slots.layers.values()
+    assert layers and all(layer.base.weight.dtype == torch.bfloat16 for layer in layers)
+    assert all(layer.a.dtype == torch.bfloat16 for layer in layers)  # the adapters as kept (CHATBOT_ADAPTER_DTYPE)
+
+
 def test_a_stream_left_early_stops_its_row(tiny_base: str) -> None:
     from chatbot.backends.base import Completion
 

@@ -37,7 +37,7 @@ MAX_BATCH = {"cpu": 8, "gpu": 64}
 ADAPTER_SLOTS = int(os.environ.get("CHATBOT_ADAPTER_SLOTS", 32))
 MAX_LORA_RANK = int(os.environ.get("CHATBOT_MAX_LORA_RANK", 16))
 ADAPTER_DTYPE = os.environ.get("CHATBOT_ADAPTER_DTYPE", "bfloat16")  # how resident adapters are kept: 9.8 MB an r=16 SmolLM2 skill
-QUANTIZE = os.environ.get("CHATBOT_ENGINE_QUANT") or None  # "int8": the base's linear layers in int8 (CPU)
+QUANTIZE = os.environ.get("CHATBOT_ENGINE_QUANT") or None  # "int8": the base's linear layers in int8 (CPU); "bf16": its weights in bf16
 
 
 @dataclass
@@ -52,6 +52,8 @@ class _Base:
     """One base model, wrapped for multi-LoRA, with its tokenizers and end tokens."""
 
     def __init__(self, name: str, device: str, slots: int, rank: int, dtype: Any, quantize: str | None) -> None:
+        import torch
+
         from chatbot.backends.multi_lora import AdapterSlots
         from chatbot.runtime.base_models import load_model, load_tokenizer
 
@@ -59,6 +61,8 @@ class _Base:
         self.counter = load_tokenizer(name)  # for count_tokens, from any thread
         self.counter_lock = threading.Lock()
         self.model = load_model(name, device).eval()
+        if quantize == "bf16":  # half the weights to read per token; fast where the CPU computes bf16 (AVX512-BF16, AMX)
+            self.model.to(torch.bfloat16)
         self.end_ids = end_ids(self.model, self.tokenizer)
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":
@@ -71,14 +75,15 @@ class BatchedBackend:
     def __init__(self, device: str | None = None, *, max_batch: int | None = None, adapter_slots: int = ADAPTER_SLOTS,
                  max_lora_rank: int = MAX_LORA_RANK, adapter_dtype: str = ADAPTER_DTYPE, quantize: str | None = QUANTIZE) -> None:
         """*quantize* ``int8``: the base's linear layers (not the adapters) in int8 with a scale per output channel,
-        about 4× less to read per token on a CPU; outputs then differ from the reference path (see the README)."""
+        about 4× less to read per token on a CPU; ``bf16``: the base's weights in bfloat16 (as on a GPU), half as much.
+        Outputs then differ from the reference path (see the README)."""
         import torch
 
         from chatbot.runtime.device import default_device
 
         self.device = device or default_device()
-        if quantize not in (None, "int8"):
-            raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use int8, or leave it unset")
+        if quantize not in (None, "int8", "bf16"):
+            raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use int8 or bf16, or leave it unset")
         max_batch = max_batch or int(os.environ.get("CHATBOT_MAX_BATCH") or MAX_BATCH["cpu" if self.device == "cpu" else "gpu"])
         self.max_batch, self.adapter_slots, self.max_lora_rank, self.quantize = max_batch, adapter_slots, max_lora_rank, quantize
         self.adapter_dtype = getattr(torch, adapter_dtype)
