@@ -52,17 +52,14 @@ class _Base:
     """One base model, wrapped for multi-LoRA, with its tokenizers and end tokens."""
 
     def __init__(self, name: str, device: str, slots: int, rank: int, dtype: Any, quantize: str | None) -> None:
-        import torch
-
         from chatbot.backends.multi_lora import AdapterSlots
         from chatbot.runtime.base_models import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(name)  # the torch thread's
         self.counter = load_tokenizer(name)  # for count_tokens, from any thread
         self.counter_lock = threading.Lock()
-        self.model = load_model(name, device).eval()
-        if quantize == "bf16":  # half the weights to read per token; fast where the CPU computes bf16 (AVX512-BF16, AMX)
-            self.model.to(torch.bfloat16)
+        # bf16: half the weights to read per token; fast where the CPU computes bf16 (AVX512-BF16, AMX)
+        self.model = load_model(name, device, "bfloat16" if quantize == "bf16" else None).eval()
         self.end_ids = end_ids(self.model, self.tokenizer)
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":

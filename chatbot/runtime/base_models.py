@@ -184,12 +184,14 @@ def load_tokenizer(name: str) -> Any:
     return tokenizer
 
 
-def load_model(name: str, device: str = "cpu") -> Any:
+def load_model(name: str, device: str = "cpu", dtype: str | None = None) -> Any:
+    """The base on *device*, its weights in *dtype* (a torch dtype's name): by default float32 on a CPU, bfloat16 elsewhere."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_base(name), dtype=torch.float32 if device == "cpu" else torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(resolve_base(name), dtype=getattr(torch, dtype))
     except OSError as exc:
         raise ChatbotError(f"cannot load base model {name!r}: {exc}".splitlines()[0], hint="pass a local folder or a reachable Hugging Face id") from None
     return model.to(device)
