@@ -48,6 +48,13 @@ def test_entities_not_in_the_source_are_dropped():
     assert parse_entities(completion).entities["experience"] == ["3 - 5 years", "10 years"]  # no source: kept
 
 
+def test_one_piece_of_the_source_is_one_entity():
+    completion = " bike:['cannondale']\nservice:['Cannondale', 'brake tune']\n END"
+    source = "I want to book my cannondale in for a brake tune\n\n###\n\n"
+    assert parse_entities(completion, source=source).entities == {"bike": ["cannondale"], "service": ["brake tune"]}
+    assert parse_entities(completion).entities["service"] == ["Cannondale", "brake tune"]  # a reference (no source): as written
+
+
 def test_reply_templates_fill_slots_and_name_what_is_missing() -> None:
     from chatbot.skills.replies import missing, render
 

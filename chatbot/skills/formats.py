@@ -83,18 +83,22 @@ def parse_entities(completion: str, stop: Sequence[str] = (DEFAULT_STOP,), sourc
 
     With *source* (the text the entities were extracted from), values that do not occur in it are
     dropped, comparing letters and digits only (``'3 - 5 years'`` occurs in ``3-5 years``): a model
-    can only extract what is there, so anything else is a hallucination. Repeated values count once.
+    can only extract what is there, so anything else is a hallucination. Repeated values count once,
+    and a value given under two types keeps the first (one piece of the text is one entity: "book my
+    cannondale in" is not ``bike: cannondale`` and ``service: cannondale``).
     """
     text = _strip(completion, stop)
     grounding = _letters(source) if source is not None else None
     entities: dict[str, list[str]] = {}
+    typed: set[str] = set()  # the values given a type already, when grounding
     for line in text.splitlines():
         match = _ENTITY_LINE.match(line)
         if not match:
             continue
         values = _parse_values(match.group(2))
         if grounding is not None:
-            values = [v for v in dict.fromkeys(values) if _letters(v) and _letters(v) in grounding]
+            values = [v for v in dict.fromkeys(values) if _letters(v) and _letters(v) in grounding and _letters(v) not in typed]
+            typed.update(_letters(v) for v in values)
         if values:
             entities.setdefault(match.group(1).strip().lower(), []).extend(values)
     shown = "\n".join(f"{k}: {', '.join(v)}" for k, v in entities.items()) or NO_ENTITY
