@@ -305,3 +305,8 @@ def test_the_margin_for_asking_catches_the_held_out_mistakes() -> None:
     assert none_wrong.margin == 0.0 and none_wrong.ask_rate == 0.0
     off = calibrate_margin(Calibration(method="fixed", threshold=0.4), true, np.array(sure + close), np.zeros((0, 2)), ask=False)
     assert off.margin == 0.0
+    # one mistake by 0.03 and two right answers by hairs: asking about all three costs a turn more than it saves
+    needless = [[0.51, 0.50], [0.50, 0.51]]
+    costly = calibrate_margin(Calibration(method="fixed", threshold=0.4), np.array([0, 1, 0, 1, 0, 1, 1]),
+                              np.array(sure + needless + [[0.53, 0.50]]), np.zeros((0, 2)))
+    assert costly.margin == 0.0 and costly.ask_rate == 0.0
