@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
-from bot_helpers import REGISTRY
+from bot_helpers import REGISTRY, ScriptedBackend, write_registry
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import results  # noqa: E402
 
-SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection", "run", "quantized", "gpu"]
+SCRIPTS = ["job_ner", "clinc150", "demo_router", "load", "epoch_selection", "run", "quantized", "gpu", "conversations"]
 
 
 def script(name: str) -> Any:
@@ -94,6 +94,29 @@ def test_demo_router_run_on_a_small_bot(tmp_path: Path):
     found = _published(tmp_path / "out", "demo_router")
     assert set(found["reports"]) == {"never", "always"}
     assert [found["reports"][h]["finetuned"] for h in ("never", "always")] == [False, True]
+
+
+def test_conversations_keeps_each_run_beside_the_earlier_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from test_conversation_tests import FAILING, PASSING
+    from typer.testing import CliRunner
+
+    from chatbot.backends import pool
+    from chatbot.cli import app
+
+    scripted = ScriptedBackend()
+    monkeypatch.setitem(pool.FACTORIES, "local", (lambda skill: scripted, lambda skill: "local"))
+    monkeypatch.chdir(tmp_path)
+    write_registry(tmp_path)
+    for name, text in (("bad", FAILING), ("good", PASSING)):
+        (tmp_path / f"{name}.yaml").write_text(text)
+        (tmp_path / f"{name}.json").write_text(CliRunner().invoke(app, ["test", f"{name}.yaml", "--json"]).stdout)
+        script("conversations").main(["--label", f"the {name} file", "--report", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / "out")])
+    found = _published(tmp_path / "out", "conversations")
+    assert [(r["label"], r["routing"]["accuracy"], r["answers"]["passed"], r["passed"], r["turns"]) for r in found["runs"]] == [
+        ("the bad file", 0.75, 1, 1, 4), ("the good file", 1.0, 5, 5, 5)]
+    shown = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "| the bad file |" in shown and "**75.0%** (3 of 4)" in shown and "**100.0%** ✓ (5 of 5)" in shown
+    assert "| booking | 2 | 2 | 100.0% |" in shown  # the latest run's answers per skill
 
 
 def test_load_quick_run_on_the_tiny_model(tiny_adapters: tuple[str, str, str], tmp_path: Path):
