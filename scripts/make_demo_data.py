@@ -21,49 +21,49 @@ OUT = Path("training_data")
 SEP, STOP = "\n\n###\n\n", " END"
 
 FAQ = [
-    ("When are you open?", ["What are your opening hours?", "What time do you open?", "When does the shop open?", "Are you open today?", "What are your hours?"],
+    ("When are you open?", ["What are your opening hours?", "What time do you open?", "When does the shop open?", "Are you open today?", "What are your hours?", "opening times?", "What time do you shut?", "what r ur hours", "Are you open on Fridays?"],
      "We are open Tuesday to Saturday, 9am to 6pm."),
-    ("Are you open on Sunday?", ["Do you open on Sundays?", "Can I come by on Sunday?", "Is the shop open on Sunday?", "Sunday opening?"],
+    ("Are you open on Sunday?", ["Do you open on Sundays?", "Can I come by on Sunday?", "Is the shop open on Sunday?", "Sunday opening?", "Is the shop closed at the start of the week?", "Which days are you closed?", "can i come in on a monday"],
      "No, we are closed on Sundays and Mondays."),
-    ("Where is the shop?", ["What is your address?", "Where are you located?", "How do I find the shop?", "Where can I find you?"],
+    ("Where is the shop?", ["What is your address?", "Where are you located?", "How do I find the shop?", "Where can I find you?", "wheres the shop", "What street are you on?", "Directions to the shop please"],
      "We are at 12 Mill Lane, next to the river bridge."),
-    ("How much is a basic service?", ["What does a tune-up cost?", "Price of a basic service?", "How much for a bike service?", "What do you charge for a service?"],
+    ("How much is a basic service?", ["What does a tune-up cost?", "Price of a basic service?", "How much for a bike service?", "What do you charge for a service?", "how much is a service", "Cost of a yearly check-up?", "What is the price of a tune up?"],
      "A basic service costs 45 euros and takes one day."),
-    ("How long does a repair take?", ["When will my bike be ready?", "How long do repairs take?", "How quickly can you fix my bike?", "What is the repair time?"],
+    ("How long does a repair take?", ["When will my bike be ready?", "How long do repairs take?", "How quickly can you fix my bike?", "What is the repair time?", "how long till my bike is fixed", "What's the usual turnaround for a repair?", "Is a repair done the same day?"],
      "Most repairs are ready in two working days."),
-    ("Can I return a product?", ["What is your return policy?", "Can I get a refund?", "How do returns work?", "Can I bring something back?"],
+    ("Can I return a product?", ["What is your return policy?", "Can I get a refund?", "How do returns work?", "Can I bring something back?", "can i return a helmet i bought", "Can I return an unused pump?", "Can I exchange a part?"],
      "Unused products can be returned within 30 days with the receipt."),
-    ("Do you rent bikes?", ["Can I hire a bike?", "Do you have rental bikes?", "Is bike rental possible?", "How much is a rental bike?"],
+    ("Do you rent bikes?", ["Can I hire a bike?", "Do you have rental bikes?", "Is bike rental possible?", "How much is a rental bike?", "can i rent an e-bike", "What does it cost to hire a bike for a day?", "do u rent bikes for tourists"],
      "Yes, city bikes rent for 15 euros a day and e-bikes for 35 euros a day."),
-    ("Do you repair e-bikes?", ["Can you fix electric bikes?", "Do you service e-bikes?", "Can you repair my e-bike motor?", "Electric bike repairs?"],
+    ("Do you repair e-bikes?", ["Can you fix electric bikes?", "Do you service e-bikes?", "Can you repair my e-bike motor?", "Electric bike repairs?", "do you fix bosch motors", "My e-bike battery is dead, can you help?", "Which e-bike brands do you service?"],
      "Yes, we service e-bikes from Bosch, Shimano and Yamaha."),
-    ("How do I book a repair?", ["Can I make an appointment?", "How do I schedule a service?", "Do I need to book?", "How can I book a service?"],
+    ("How do I book a repair?", ["Can I make an appointment?", "How do I schedule a service?", "Do I need to book?", "How can I book a service?", "Is there a link for appointments?", "Can I book online?", "What number do I call to book?"],
      "Book online at spokeandchain.example/book or call 0123 456 789."),
-    ("Do you offer a warranty?", ["Is there a guarantee on repairs?", "What warranty do repairs have?", "Are repairs guaranteed?", "Do repairs come with a warranty?"],
+    ("Do you offer a warranty?", ["Is there a guarantee on repairs?", "What warranty do repairs have?", "Are repairs guaranteed?", "Do repairs come with a warranty?", "Are parts covered after a repair?", "How long is the warranty on a repair?", "is labour covered by warranty"],
      "Every repair has a 6 month warranty on parts and labour."),
-    ("Can I pay by card?", ["Which payment methods do you accept?", "Do you take credit cards?", "Can I pay with my phone?", "Is cash the only option?"],
+    ("Can I pay by card?", ["Which payment methods do you accept?", "Do you take credit cards?", "Can I pay with my phone?", "Is cash the only option?", "do u take mastercard", "Can I pay contactless?", "Do you accept debit cards?"],
      "We accept cash, all major cards and mobile payments."),
-    ("Do you sell second-hand bikes?", ["Do you have used bikes?", "Can I buy a used bike?", "Any second-hand bikes for sale?", "Do you sell refurbished bikes?"],
+    ("Do you sell second-hand bikes?", ["Do you have used bikes?", "Can I buy a used bike?", "Any second-hand bikes for sale?", "Do you sell refurbished bikes?", "any used e-bikes for sale", "Are there any bargains on bikes?", "Do second-hand bikes have a warranty?"],
      "Yes, we sell checked second-hand bikes with a 3 month warranty."),
-    ("Is there parking?", ["Where can I park?", "Do you have a car park?", "Can I park near the shop?", "Is parking available?"],
+    ("Is there parking?", ["Where can I park?", "Do you have a car park?", "Can I park near the shop?", "Is parking available?", "is there a car park nearby", "Is it easy to park near you?", "can i park my van at the shop"],
      "There is free parking behind the shop for 30 minutes."),
-    ("Do you fit bike racks?", ["Can you install a car rack?", "Do you fit child seats?", "Can you mount a rack on my bike?", "Do you install accessories?"],
+    ("Do you fit bike racks?", ["Can you install a car rack?", "Do you fit child seats?", "Can you mount a rack on my bike?", "Do you install accessories?", "Do you install lights I buy here?", "Can you put a basket on my bike?", "Do you charge for fitting a rack?"],
      "Yes, fitting a rack or a child seat is free when you buy it here."),
 ]
 
 CAPABILITIES = ("Hello! I am the Spoke & Chain assistant. I answer questions about the shop, book repairs, "
                 "read reviews and write product descriptions.")
 SMALL_TALK = [
-    ("Hello", ["Hi", "Hey there", "Good morning", "Hello there!", "Hi, anyone here?", "Good afternoon"],
+    ("Hello", ["Hi", "Hey there", "Good morning", "Hello there!", "Hi, anyone here?", "Good afternoon", "Hey!", "Morning!", "Howdy", "hello?"],
      "Hello! How can I help you with your bike today?"),
     ("What can you do?", ["Hello, what can you do?", "How can you help me?", "What are you able to do?", "What do you do?",
-                          "Hi, what can I ask you?", "What can I ask?", "Help"],
+                          "Hi, what can I ask you?", "What can I ask?", "Help", "Tell me what you can do", "What are you good for?", "what kind of questions can you answer"],
      CAPABILITIES),
-    ("Who are you?", ["Are you a robot?", "What are you?", "Am I talking to a person?", "Is this a bot?"],
+    ("Who are you?", ["Are you a robot?", "What are you?", "Am I talking to a person?", "Is this a bot?", "Is this an automated chat?", "Are you an AI?", "Who am I talking to?"],
      "I am the Spoke & Chain assistant, a bot that knows the shop and its bikes."),
-    ("How are you?", ["How are you doing?", "How is it going?", "All good?", "How are things?"],
+    ("How are you?", ["How are you doing?", "How is it going?", "All good?", "How are things?", "how r u", "You doing ok?", "How's everything?"],
      "I am fine, thank you! How can I help with your bike?"),
-    ("Thanks, bye", ["Thank you!", "Thanks a lot", "Goodbye", "Bye", "See you", "Thanks for your help, bye", "Cheers"],
+    ("Thanks, bye", ["Thank you!", "Thanks a lot", "Goodbye", "Bye", "See you", "Thanks for your help, bye", "Cheers", "alright, goodbye", "Nothing else, thank you", "Talk to you later", "thank u"],
      "You are welcome, see you soon at Spoke & Chain!"),
 ]
 # Off-topic messages for calibrating the router's out-of-scope threshold (not seen in training).
@@ -80,6 +80,8 @@ OUT_OF_SCOPE = [
     "What are the symptoms of the flu?", "How do I make a website?", "Who painted the Mona Lisa?", "Play some jazz music.",
     "How many calories are in an apple?", "What's the exchange rate from dollars to euros?", "How do I grow tomatoes?",
     "Can you help me with my maths homework?", "What is the speed of light?", "Where can I buy concert tickets?",
+    "Can you book me a haircut for Friday?", "My washing machine is broken, can you fix it?", "Where can I get my car serviced?",
+    "Reserve a hotel room for Saturday.", "How do I repair a hole in my jeans?",
 ]
 
 REVIEWS = {
@@ -87,16 +89,19 @@ REVIEWS = {
         "The {thing} is {good} and the staff were {kind}.", "Really happy with my {thing}, {good}!",
         "{Kind} team, my {thing} was {good}.", "Great experience, the {thing} is {good}.",
         "I love the {thing}, {good} and worth the money.", "Fast service and a {good} {thing}, thank you!",
+        "Top shop, my {thing} has never been better.", "Five stars, I would recommend them to anyone.", "So pleased with how they handled my {thing}.",
     ],
     "negative": [
         "The {thing} was {bad} and nobody helped.", "Very disappointed, my {thing} is {bad}.",
         "Avoid this shop, the {thing} was {bad}.", "Waited two weeks and the {thing} is still {bad}.",
         "Terrible service, the {thing} came back {bad}.", "I want a refund, the {thing} is {bad}.",
+        "One star. The {thing} broke again after a week.", "Not happy, they charged far too much for the {thing}.", "rude staff and a {bad} {thing}",
     ],
     "neutral": [
         "I picked up my {thing} today.", "The {thing} was ready on Tuesday as planned.",
         "Bought a {thing}, have not used it yet.", "The shop is next to the bridge, I went there for a {thing}.",
         "They replaced the {thing}, it took one day.", "Ordered a {thing}, it should arrive next week.",
+        "Dropped off my {thing} this morning.", "The {thing} cost 40 euros.", "My partner bought the {thing} there in May.",
     ],
 }
 THINGS = ["bike", "repair", "helmet", "e-bike", "brake job", "wheel", "saddle", "chain", "service", "rental bike"]
@@ -131,19 +136,33 @@ PRODUCTS = [
     ("Bottle Cage", "bottle cage", "a side entry", "The Bottle Cage is a bottle cage with a side entry that fits small frames."),
 ]
 
-BRANDS = ["trek", "giant", "cube", "specialized", "gazelle", "brompton", "cannondale", "batavus"]
-MODELS = {"trek": "marlin", "giant": "talon", "cube": "kathmandu", "specialized": "rockhopper", "gazelle": "ultimate", "brompton": "c line", "cannondale": "topstone", "batavus": "finez"}
-SERVICES = ["brake tune", "wheel truing", "chain replacement", "puncture repair", "full service", "gear adjustment", "battery check"]
-DAYS = ["tuesday", "wednesday", "thursday", "friday", "saturday", "tomorrow", "next week"]
-BOOKINGS = [
-    "Can I book a {service} for my {brand} {model} on {day}?",
-    "My {brand} needs a {service}, could I bring it {on_day}?",
-    "I would like a {service} {on_day} please.",
-    "Please book my {brand} {model} in for a {service}.",
-    "Is there time {on_day} for a {service} on a {brand}?",
-    "Hi, my {brand} {model} needs a {service}.",
-    "Could you do a {service} {on_day}?",
-]
+BIKES = {  # brand: models
+    "trek": ["marlin", "domane"], "giant": ["talon", "defy"], "cube": ["kathmandu", "reaction"], "specialized": ["rockhopper", "sirrus"],
+    "gazelle": ["ultimate", "orange"], "brompton": ["c line"], "cannondale": ["topstone", "quick"], "batavus": ["finez"],
+    "scott": ["scale", "speedster"], "bianchi": ["via nirone"], "merida": ["big nine"], "canyon": ["grail"], "orbea": ["vector"],
+    "kona": ["dew"], "focus": ["planet"], "ridley": ["kanzo"], "marin": ["fairfax"],
+}
+SERVICES = ["brake tune", "wheel truing", "chain replacement", "puncture repair", "full service", "gear adjustment", "battery check",
+            "brake pad change", "tyre change", "spoke repair"]
+DAYS = ["tuesday", "wednesday", "thursday", "friday", "saturday", "tomorrow", "next week", "next friday", "this thursday"]
+# Booking messages by the entities they hold: whole requests, partial ones, the short answers a user gives to
+# the bot's questions ("which day?"), and changes of mind. {bike} is a brand or a brand and model.
+BOOKINGS = {
+    ("bike", "service", "day"): [
+        "Can I book a {service} for my {bike} {on_day}?", "My {bike} needs a {service}, could I bring it {on_day}?",
+        "book a {service} for the {bike} {on_day}", "hi, could you do a {service} on my {bike} {on_day}?",
+        "I'd like to drop off my {bike} {on_day} for a {service}", "Is there time {on_day} for a {service}? It's a {bike}.",
+    ],
+    ("bike", "service"): ["Please book my {bike} in for a {service}.", "Hi, my {bike} needs a {service}.", "{service} for my {bike} please"],
+    ("bike", "day"): ["Can I bring my {bike} in {on_day}?", "I'd like to book my {bike} in {on_day}", "could you look at my {bike} {on_day}? it makes a noise"],
+    ("service", "day"): ["I would like a {service} {on_day} please.", "Could you do a {service} {on_day}?"],
+    ("bike",): ["Please book in my {bike}", "my {bike} needs looking at, can I book it in?", "it's a {bike}", "a {bike}", "an old {brand}",
+                "my {bike}"],
+    ("service",): ["I need a {service}", "Do you have a slot for a {service}?", "just a {service} please", "{service}", "a {service}",
+                   "{service} please"],
+    ("day",): ["Is there a repair slot {on_day}?", "{day}", "{on_day} please", "can we move it to {day}?", "{day} would suit me better",
+               "change the booking to {day} please", "{day} works"],
+}
 NO_ENTITY = ["I would like to book an appointment.", "Can I book a repair slot?", "Do you have a free slot for a repair?",
              "I need to get my bike looked at.", "Please book me in.", "Can someone look at my bike soon?"]
 
@@ -195,18 +214,18 @@ def products() -> None:
 
 def bookings(rng: random.Random) -> None:
     rows = []
-    for template in BOOKINGS:
-        for _ in range(8):
-            brand, service, day = rng.choice(BRANDS), rng.choice(SERVICES), rng.choice(DAYS)
-            on_day = day if day in ("tomorrow", "next week") else f"on {day}"
-            text = template.format(brand=brand.capitalize(), model=MODELS[brand].title(), service=service, day=day.capitalize(), on_day=on_day)
-            entities = {
-                "bike": [f"{brand} {MODELS[brand]}" if "{model}" in template else brand] if "{brand}" in template else [],
-                "service": [service],
-                "day": [day] if "day" in template else [],
-            }
-            body = "\n".join(f"{k}:{vals!r}" for k, vals in entities.items() if vals)
-            rows.append({"prompt": text + SEP, "completion": " " + body + "\n" + STOP})
+    for kinds, templates in BOOKINGS.items():
+        for template in templates:
+            for _ in range(3):
+                brand, service, day = rng.choice(list(BIKES)), rng.choice(SERVICES), rng.choice(DAYS)
+                bike = f"{brand} {rng.choice(BIKES[brand])}" if rng.random() < 0.5 and "{bike}" in template else brand
+                on_day = day if day.split()[0] in ("tomorrow", "next", "this") else f"on {day}"
+                text = template.format(bike=bike.title(), brand=brand.title(), service=service, day=day.capitalize(), on_day=on_day)
+                if rng.random() < 0.4:  # people type in lower case
+                    text = text.lower()
+                found = {"bike": [bike], "service": [service], "day": [day]}
+                body = "\n".join(f"{k}:{found[k]!r}" for k in ("bike", "service", "day") if k in kinds)
+                rows.append({"prompt": text + SEP, "completion": " " + body + "\n" + STOP})
     rows += [{"prompt": text + SEP, "completion": " no entity\n" + STOP} for text in NO_ENTITY]
     rows = list({r["prompt"]: r for r in rows}.values())
     rng.shuffle(rows)
