@@ -36,14 +36,15 @@ CHATBOT = str(Path(sys.executable).with_name("chatbot"))
 SCORES = ("micro_f1", "micro_precision", "micro_recall")
 
 
-def run(*args: str, cwd: Path) -> str:
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     started = time.perf_counter()
-    done = subprocess.run([CHATBOT, *args], cwd=cwd, check=True, text=True, stdout=subprocess.PIPE)
+    done = subprocess.run([CHATBOT, *args], cwd=cwd, check=True, text=True, stdout=subprocess.PIPE, env=os.environ | (env or {}))
     print(f"  {' '.join(args[:2])}: {time.perf_counter() - started:.0f}s", flush=True)
     return done.stdout
 
 
-def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool, extra: tuple[str, ...] = (),
+                  engine_quant: str | None = None) -> dict[str, Any]:
     """One 80/20 split: train with default settings on the 80%, score on the 20%."""
     with tempfile.TemporaryDirectory(prefix="job-ner-") as tmp:
         work = Path(tmp)
@@ -54,22 +55,29 @@ def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool,
         run("train", "job-ner", "--kind", "extract", "--data", str(train_file), "--base", base, *(["--epochs", "1"] if quick else []), *extra, cwd=work)
         train_s = time.perf_counter() - started
         result = json.loads(run("eval", "job-ner", "--data", str(valid_file), *(["--baseline"] if baseline else []), "--json", cwd=work))
+        if engine_quant:  # the same adapter, answering on the engine with its base in another precision
+            quantized = json.loads(run("eval", "job-ner", "--data", str(valid_file), "--json", cwd=work, env={"CHATBOT_ENGINE_QUANT": engine_quant}))
         hp = yaml.safe_load((work / "models.yaml").read_text())["skills"]["job-ner"]["training"]["hyperparameters"]
     found = {"seed": seed, "held_out_rows": result["n"], "tuned": {k: result[k] for k in SCORES}, "train_seconds": round(train_s, 1),
              "hyperparameters": {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight", "lora_r")}}
     if baseline:
         found["untuned"] = {k: result["baseline"][k] for k in SCORES}
+    if engine_quant:
+        found["engine_quant"] = {k: quantized[k] for k in SCORES}
     return found
 
 
-def measure(data: Path, splits: int, base: str, quick: bool, precision: str | None = None) -> dict[str, Any]:
+def measure(data: Path, splits: int, base: str, quick: bool, precision: str | None = None, engine_quant: str | None = None) -> dict[str, Any]:
     found = []
     for seed in range(splits):
         print(f"split {seed + 1}/{splits} (seed {seed})", flush=True)
         found.append(measure_split(data, seed, base, quick, baseline=seed == 0 and precision is None,
-                                   extra=("--precision", precision) if precision else ()))
+                                   extra=("--precision", precision) if precision else (), engine_quant=engine_quant))
     f1s = [s["tuned"]["micro_f1"] for s in found]
-    return {"measured_at": now(), "data": shown(data), "base": base, "quick": quick, "cpu_cores": os.cpu_count(),
+    quantized = {"engine_quant": engine_quant, "engine_quant_mean": {k: statistics.fmean(s["engine_quant"][k] for s in found) for k in SCORES},
+                 "engine_quant_sd": {k: statistics.stdev(s["engine_quant"][k] for s in found) if len(found) > 1 else 0.0 for k in SCORES}
+                 } if engine_quant else {}
+    return {**quantized, "measured_at": now(), "data": shown(data), "base": base, "quick": quick, "cpu_cores": os.cpu_count(),
             "splits": found, "untuned": found[0].pop("untuned", None), "precision": precision or "auto",
             "mean": {k: statistics.fmean(s["tuned"][k] for s in found) for k in SCORES},
             "sd": {k: statistics.stdev(s["tuned"][k] for s in found) if len(found) > 1 else 0.0 for k in SCORES},
@@ -96,6 +104,9 @@ def render(d: dict[str, Any]) -> str:
         f"{mean['micro_precision']:.3f} ± {sd['micro_precision']:.3f} | {mean['micro_recall']:.3f} ± {sd['micro_recall']:.3f} |",
         *([f"| untuned base, same prompts (split 0) | {base['micro_f1']:.3f} | {base['micro_precision']:.3f} | {base['micro_recall']:.3f} |"]
           if base else []),
+        *([f"| the same adapters, answering with `CHATBOT_ENGINE_QUANT={d['engine_quant']}` | {qm['micro_f1']:.3f} ± {qs['micro_f1']:.3f} "
+           f"({qm['micro_f1'] - mean['micro_f1']:+.3f}) | {qm['micro_precision']:.3f} | {qm['micro_recall']:.3f} |"]
+          if (qm := d.get("engine_quant_mean")) and (qs := d["engine_quant_sd"]) else []),
         "",
         "| split seed | held-out rows | micro-F1 | precision | recall | training s |",
         "|---|---|---|---|---|---|",
@@ -108,7 +119,8 @@ def render(d: dict[str, Any]) -> str:
         "split 0, so split 0's figure is not a measurement on unseen rows; the other splits' held-out rows overlap its "
         "training rows, which is what random splits of 60 rows do.",
         "",
-        f"Command: `.venv/bin/python benchmarks/job_ner.py{' --precision ' + d['precision'] if d.get('precision', 'auto') != 'auto' else ''}`",
+        f"Command: `.venv/bin/python benchmarks/job_ner.py{' --precision ' + d['precision'] if d.get('precision', 'auto') != 'auto' else ''}"
+        f"{' --also-engine-quant ' + d['engine_quant'] if d.get('engine_quant') else ''}`",
     ])
 
 
@@ -120,11 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one epoch: a smoke run of the whole script")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="train with this precision instead of the default "
                         "(the untuned base is then not scored)")
+    parser.add_argument("--also-engine-quant", choices=("bf16", "int8"), help="also score each split's adapter with the engine's base "
+                        "in this precision (CHATBOT_ENGINE_QUANT)")
     parser.add_argument("--out", type=Path, help="write the JSON, RESULTS.md and README.md here instead of the repository")
     args = parser.parse_args(argv)
     if not args.data.exists():
         parser.error(f"{args.data}: no such file (the shared data sets belong beside the repository, in ../shared/data)")
-    data = measure(args.data.resolve(), args.splits, args.base, args.quick, args.precision)
+    data = measure(args.data.resolve(), args.splits, args.base, args.quick, args.precision, args.also_engine_quant)
     print(publish(NAME, TITLE, data, render, Output(args.out)))
 
 

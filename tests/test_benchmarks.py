@@ -59,8 +59,11 @@ def test_job_ner_quick_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
             for skill, years in zip(["python", "sql", "java", "excel", "go", "rust", "react", "linux", "c++", "scala"], range(1, 11))]
     data = tmp_path / "job-ner.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script("job_ner").main(["--quick", "--splits", "2", "--base", tiny_base, "--data", str(data), "--out", str(tmp_path / "out")])
+    script("job_ner").main(["--quick", "--splits", "2", "--base", tiny_base, "--data", str(data), "--out", str(tmp_path / "out"),
+                            "--also-engine-quant", "bf16"])
     found = _published(tmp_path / "out", "job_ner")
+    assert found["engine_quant"] == "bf16" and all(set(s["engine_quant"]) == set(s["tuned"]) for s in found["splits"])
+    assert "answering with `CHATBOT_ENGINE_QUANT=bf16`" in (tmp_path / "out" / "RESULTS.md").read_text()
     assert found["quick"] and [s["seed"] for s in found["splits"]] == [0, 1]
     assert all(s["held_out_rows"] == 2 and s["hyperparameters"]["n_epochs"] == 1 for s in found["splits"])
     assert set(found["mean"]) == set(found["sd"]) == set(found["untuned"]) == {"micro_f1", "micro_precision", "micro_recall"}
