@@ -4,7 +4,7 @@ its training data), run as a user runs them, `chatbot test FILE --json`, on the 
 
     .venv/bin/python benchmarks/conversations.py --label TEXT [--registry models.yaml] [--file FILE] [--report FILE] [--out DIR]
 
-Each run adds a row, named by ``--label`` (what changed), to the history kept in
+Each run adds a row, named by ``--label`` (what changed; a label measured again replaces its row), to the history kept in
 benchmarks/conversations.json, so the figures before and after a change of the demo's data or of the
 bot stay side by side; it then renders its section of benchmarks/RESULTS.md and the README: the
 history, the latest run's answers per skill and its routing confusion matrix. ``--report FILE``
@@ -46,8 +46,12 @@ def row(report: dict[str, Any], label: str, measured_at: str) -> dict[str, Any]:
             "per_skill": answers["per_skill"], "seconds": report["seconds"]}
 
 
-def _mark(value: float, goal: float) -> str:
-    return f"**{value:.1%}**" + (" ✓" if value >= goal else "")
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"  # None: nothing of the kind was checked
+
+
+def _mark(value: float | None, goal: float) -> str:
+    return "-" if value is None else f"**{_pct(value)}**" + (" ✓" if value >= goal else "")
 
 
 def render(d: dict[str, Any]) -> str:
@@ -57,12 +61,12 @@ def render(d: dict[str, Any]) -> str:
              "", "| run | measured | routing | answers | turns passing | asked instead |", "|---|---|---|---|---|---|"]
     for r in runs:
         routing, answers = r["routing"], r["answers"]
-        lines.append(f"| {r['label']} | {r['measured_at']} | {_mark(routing['accuracy'], GOALS['routing'])} ({routing['correct']} of {routing['checked']}) "
+        lines.append(f"| {r['label'].replace('|', '/')} | {r['measured_at']} | {_mark(routing['accuracy'], GOALS['routing'])} ({routing['correct']} of {routing['checked']}) "
                      f"| {_mark(answers['pass_rate'], GOALS['answers'])} ({answers['passed']} of {answers['checked']}) "
                      f"| {r['passed']} of {r['turns']} | {routing['asked']} |")
     lines += ["", "The latest run's answers per skill (turns that check something of the answer):", "",
               "| skill | checked | passed | pass rate |", "|---|---|---|---|"]
-    lines += [f"| {skill} | {s['checked']} | {s['passed']} | {s['rate']:.1%} |" for skill, s in last["per_skill"].items()]
+    lines += [f"| {skill} | {s['checked']} | {s['passed']} | {_pct(s['rate'])} |" for skill, s in last["per_skill"].items()]
     labels = last["labels"]
     lines += ["", "Its routing (rows: the skill expected; columns: what came; `ask`: the bot asked the user to choose):", "",
               "| expected \\ got | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         report, measured_at = run_tests(args.registry, args.file), now()
     runs = json.loads(out.json(NAME).read_text(encoding="utf-8"))["runs"] if out.json(NAME).exists() else []
-    runs.append(row(report, args.label, measured_at))
+    runs = [r for r in runs if r["label"] != args.label] + [row(report, args.label, measured_at)]  # a label measured again: its new figures
     print(publish(NAME, TITLE, {"measured_at": runs[-1]["measured_at"], "runs": runs}, render, out))
 
 

@@ -37,8 +37,10 @@ SCORES = ("micro_f1", "micro_precision", "micro_recall")
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """`chatbot ARGS`; the engine's precision is the default one unless *env* names another."""
     started = time.perf_counter()
-    done = subprocess.run([CHATBOT, *args], cwd=cwd, check=True, text=True, stdout=subprocess.PIPE, env=os.environ | (env or {}))
+    environment = {k: v for k, v in os.environ.items() if k != "CHATBOT_ENGINE_QUANT"} | (env or {})
+    done = subprocess.run([CHATBOT, *args], cwd=cwd, check=True, text=True, stdout=subprocess.PIPE, env=environment)
     print(f"  {' '.join(args[:2])}: {time.perf_counter() - started:.0f}s", flush=True)
     return done.stdout
 
@@ -138,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.data.exists():
         parser.error(f"{args.data}: no such file (the shared data sets belong beside the repository, in ../shared/data)")
+    if args.also_engine_quant:
+        import torch
+
+        if torch.cuda.is_available():
+            parser.error("--also-engine-quant compares with the engine's float32 base on a CPU; on a GPU the engine runs bf16 already")
     data = measure(args.data.resolve(), args.splits, args.base, args.quick, args.precision, args.also_engine_quant)
     print(publish(NAME, TITLE, data, render, Output(args.out)))
 

@@ -53,14 +53,25 @@ def _published(out: Path, name: str) -> dict[str, Any]:
     return data
 
 
-def test_job_ner_quick_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
+def test_job_ner_quick_run_on_the_tiny_model(tiny_base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     rows = [{"prompt": f"We need {skill} and {years} years of experience.\n\n###\n\n",
              "completion": f" skills:['{skill}']\nexperience:['{years} years'] END"}
             for skill, years in zip(["python", "sql", "java", "excel", "go", "rust", "react", "linux", "c++", "scala"], range(1, 11))]
     data = tmp_path / "job-ner.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script("job_ner").main(["--quick", "--splits", "2", "--base", tiny_base, "--data", str(data), "--out", str(tmp_path / "out"),
-                            "--also-engine-quant", "bf16"])
+    module, evaluated = script("job_ner"), []
+    real_run = module.run
+
+    def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+        if args[0] == "eval":
+            evaluated.append((env or {}).get("CHATBOT_ENGINE_QUANT"))
+        return real_run(*args, cwd=cwd, env=env)
+
+    monkeypatch.setattr(module, "run", run)
+    monkeypatch.setenv("CHATBOT_ENGINE_QUANT", "int4")  # not a precision: the reference eval would fail if it saw it
+    module.main(["--quick", "--splits", "2", "--base", tiny_base, "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--also-engine-quant", "bf16"])
+    assert evaluated == [None, "bf16", None, "bf16"]
     found = _published(tmp_path / "out", "job_ner")
     assert found["engine_quant"] == "bf16" and all(set(s["engine_quant"]) == set(s["tuned"]) for s in found["splits"])
     assert "answering with `CHATBOT_ENGINE_QUANT=bf16`" in (tmp_path / "out" / "RESULTS.md").read_text()
@@ -110,13 +121,15 @@ def test_conversations_keeps_each_run_beside_the_earlier_ones(tmp_path: Path, mo
     monkeypatch.setitem(pool.FACTORIES, "local", (lambda skill: scripted, lambda skill: "local"))
     monkeypatch.chdir(tmp_path)
     write_registry(tmp_path)
-    for name, text in (("bad", FAILING), ("good", PASSING)):
+    for name, text in (("bad", FAILING), ("good", PASSING), ("good", PASSING)):  # the good file twice: one row, the latest
         (tmp_path / f"{name}.yaml").write_text(text)
         (tmp_path / f"{name}.json").write_text(CliRunner().invoke(app, ["test", f"{name}.yaml", "--json"]).stdout)
         script("conversations").main(["--label", f"the {name} file", "--report", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / "out")])
     found = _published(tmp_path / "out", "conversations")
     assert [(r["label"], r["routing"]["accuracy"], r["answers"]["passed"], r["passed"], r["turns"]) for r in found["runs"]] == [
         ("the bad file", 0.75, 1, 1, 4), ("the good file", 1.0, 5, 5, 5)]
+    nothing = found["runs"][-1] | {"routing": found["runs"][-1]["routing"] | {"accuracy": None}}  # no turn checked the routing
+    assert "| - (5 of 5) |" in script("conversations").render({"runs": [nothing]})
     shown = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| the bad file |" in shown and "**75.0%** (3 of 4)" in shown and "**100.0%** ✓ (5 of 5)" in shown
     assert "| booking | 2 | 2 | 100.0% |" in shown  # the latest run's answers per skill

@@ -23,8 +23,7 @@ then the message again), so an ask about a mistake saves one turn and an ask abo
 router had right loses one. The margin is the one that saves the most turns (caught mistakes minus
 needless asks): asking pays only where more than half of the asks are about mistakes. Zero (never
 ask) when no margin saves any. (An earlier rule took the margin that caught the most mistakes while
-a third of the asks were right, which costs turns by its own count: on the demo bot's conversation
-tests 9 of its 11 asks were about messages the router had right.)
+a third of the asks were right, which costs turns by its own count.)
 """
 
 from __future__ import annotations
