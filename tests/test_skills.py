@@ -48,16 +48,6 @@ def test_entities_not_in_the_source_are_dropped():
     assert parse_entities(completion).entities["experience"] == ["3 - 5 years", "10 years"]  # no source: kept
 
 
-def test_one_piece_of_the_source_is_one_entity():
-    completion = " bike:['cannondale', 'Cannondale']\nservice:['Cannondale', 'brake tune']\n END"
-    source = "I want to book my cannondale in for a brake tune\n\n###\n\n"
-    assert parse_entities(completion, source=source).entities == {"bike": ["cannondale"], "service": ["brake tune"]}
-    assert parse_entities(completion).entities["service"] == ["Cannondale", "brake tune"]  # a reference (no source): as written
-    inside = " bike:['trek fx']\nservice:['trek', 'trek fx brake tune', 'brake tune']\nday:['friday']\n END"
-    assert parse_entities(inside, source="my trek fx brake tune on friday").entities == {
-        "bike": ["trek fx"], "service": ["brake tune"], "day": ["friday"]}
-
-
 def test_reply_templates_fill_slots_and_name_what_is_missing() -> None:
     from chatbot.skills.replies import missing, render
 

@@ -83,31 +83,20 @@ def parse_entities(completion: str, stop: Sequence[str] = (DEFAULT_STOP,), sourc
 
     With *source* (the text the entities were extracted from), values that do not occur in it are
     dropped, comparing letters and digits only (``'3 - 5 years'`` occurs in ``3-5 years``): a model
-    can only extract what is there, so anything else is a hallucination. Repeated values count once
-    (compared the same way), and one piece of the text is one entity: a value that is, holds or lies
-    inside a value of another type given before it is dropped ("book my cannondale in" is not ``bike:
-    cannondale`` and ``service: cannondale``; after ``bike: trek fx``, ``service: trek`` is dropped).
+    can only extract what is there, so anything else is a hallucination. Repeated values count once.
     """
     text = _strip(completion, stop)
     grounding = _letters(source) if source is not None else None
     entities: dict[str, list[str]] = {}
-    kept: dict[str, set[str]] = {}  # entity type -> the letters of its values kept, when grounding
     for line in text.splitlines():
         match = _ENTITY_LINE.match(line)
         if not match:
             continue
-        kind, values = match.group(1).strip().lower(), _parse_values(match.group(2))
+        values = _parse_values(match.group(2))
         if grounding is not None:
-            mine, others = kept.setdefault(kind, set()), [t for k, held in kept.items() if k != kind for t in held]
-            grounded = []
-            for value in values:
-                letters = _letters(value)
-                if letters and letters in grounding and letters not in mine and not any(letters in t or t in letters for t in others):
-                    grounded.append(value)
-                    mine.add(letters)
-            values = grounded
+            values = [v for v in dict.fromkeys(values) if _letters(v) and _letters(v) in grounding]
         if values:
-            entities.setdefault(kind, []).extend(values)
+            entities.setdefault(match.group(1).strip().lower(), []).extend(values)
     shown = "\n".join(f"{k}: {', '.join(v)}" for k, v in entities.items()) or NO_ENTITY
     return Parsed(text=shown, entities=entities)
 
