@@ -8,7 +8,7 @@ For each split (seeds 0, 1, …) it runs exactly what a user runs: `chatbot data
 train` (no hyperparameter given), `chatbot eval --json`, in a temporary folder (the shared data is
 read by path, never copied into the project). The untuned base is scored on the first split only
 (`eval --baseline`): it writes no entity at all there, and scoring it again costs minutes a split.
-It saves the figures in benchmarks/job_ner.json and renders its section of benchmarks/RESULTS.md
+It saves the figures, and each split's answers, in benchmarks/job_ner.json and renders its section of benchmarks/RESULTS.md
 and the README from them. `--quick` trains one epoch (a smoke run: `--base` and `--out` point it
 at a small model and a folder of its own, as the tests do).
 """
@@ -61,7 +61,9 @@ def measure_split(data: Path, seed: int, base: str, quick: bool, baseline: bool,
             quantized = json.loads(run("eval", "job-ner", "--data", str(valid_file), "--json", cwd=work, env={"CHATBOT_ENGINE_QUANT": engine_quant}))
         hp = yaml.safe_load((work / "models.yaml").read_text())["skills"]["job-ner"]["training"]["hyperparameters"]
     found = {"seed": seed, "held_out_rows": result["n"], "tuned": {k: result[k] for k in SCORES}, "train_seconds": round(train_s, 1),
-             "hyperparameters": {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight", "lora_r")}}
+             "hyperparameters": {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight", "lora_r")},
+             # what the adapter answered on each held-out line, so that a change of parsing or scoring can be measured without training again
+             "answers": [{"line": e["line"], "prediction": e["prediction"]} for e in result["examples"]]}
     if baseline:
         found["untuned"] = {k: result["baseline"][k] for k in SCORES}
     if engine_quant:

@@ -77,6 +77,7 @@ def test_job_ner_quick_run_on_the_tiny_model(tiny_base: str, tmp_path: Path, mon
     assert "answering with `CHATBOT_ENGINE_QUANT=bf16`" in (tmp_path / "out" / "RESULTS.md").read_text()
     assert found["quick"] and [s["seed"] for s in found["splits"]] == [0, 1]
     assert all(s["held_out_rows"] == 2 and s["hyperparameters"]["n_epochs"] == 1 for s in found["splits"])
+    assert all(len(s["answers"]) == 2 and {"line", "prediction"} == set(s["answers"][0]) for s in found["splits"])
     assert set(found["mean"]) == set(found["sd"]) == set(found["untuned"]) == {"micro_f1", "micro_precision", "micro_recall"}
     f1s = [s["tuned"]["micro_f1"] for s in found["splits"]]
     assert found["mean"]["micro_f1"] == pytest.approx(sum(f1s) / 2) and found["min_f1"] == min(f1s)
