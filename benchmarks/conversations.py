@@ -1,5 +1,5 @@
-"""Benchmark: the demo bot's conversation tests (`training_data/conversations.yaml`, written apart from
-its training data), run as a user runs them, `chatbot test FILE --json`, on the skills that `make demo`
+"""Benchmark: the demo bot's conversation tests (`training_data/conversations.yaml`; no training row
+repeats one of its messages), run as a user runs them, `chatbot test FILE --json`, on the skills that `make demo`
 (or `bash scripts/demo.sh --train-only`) trained into `adapters/`.
 
     .venv/bin/python benchmarks/conversations.py --label TEXT [--registry models.yaml] [--file FILE] [--report FILE] [--out DIR]

@@ -78,14 +78,17 @@ def measure(data: Path, splits: int, base: str, quick: bool, precision: str | No
         found.append(measure_split(data, seed, base, quick, baseline=seed == 0 and precision is None,
                                    extra=("--precision", precision) if precision else (), engine_quant=engine_quant))
     f1s = [s["tuned"]["micro_f1"] for s in found]
-    quantized = {"engine_quant": engine_quant, "engine_quant_mean": {k: statistics.fmean(s["engine_quant"][k] for s in found) for k in SCORES},
-                 "engine_quant_sd": {k: statistics.stdev(s["engine_quant"][k] for s in found) if len(found) > 1 else 0.0 for k in SCORES}
-                 } if engine_quant else {}
+    mean, sd = _spread(found, "tuned")
+    quantized = dict(zip(("engine_quant_mean", "engine_quant_sd"), _spread(found, "engine_quant"))) | {"engine_quant": engine_quant} if engine_quant else {}
     return {**quantized, "measured_at": now(), "data": shown(data), "base": base, "quick": quick, "cpu_cores": os.cpu_count(),
             "splits": found, "untuned": found[0].pop("untuned", None), "precision": precision or "auto",
-            "mean": {k: statistics.fmean(s["tuned"][k] for s in found) for k in SCORES},
-            "sd": {k: statistics.stdev(s["tuned"][k] for s in found) if len(found) > 1 else 0.0 for k in SCORES},
-            "min_f1": min(f1s), "max_f1": max(f1s)}
+            "mean": mean, "sd": sd, "min_f1": min(f1s), "max_f1": max(f1s)}
+
+
+def _spread(found: list[dict[str, Any]], key: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The mean and standard deviation over the splits of each score under *key*."""
+    return ({k: statistics.fmean(s[key][k] for s in found) for k in SCORES},
+            {k: statistics.stdev(s[key][k] for s in found) if len(found) > 1 else 0.0 for k in SCORES})
 
 
 def render(d: dict[str, Any]) -> str:
