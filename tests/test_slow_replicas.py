@@ -114,9 +114,13 @@ def test_a_cancel_sent_to_one_replica_stops_a_job_another_trains(replicas) -> No
 
 
 def _trainer(client: openai.OpenAI, job_id: str, pids: list[int]) -> int:
-    """Which replica trains *job_id*: the job's start event names its worker (host:pid:…)."""
-    started = next(e for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data if e.message == "Fine-tuning job started")
-    return pids.index(int(started.data["worker"].split(":")[1]))
+    """Which replica trains *job_id*: the job's start event names its worker (host:pid:…). The event comes once the
+    training process has started, a few seconds after the job turns "running"."""
+    def started() -> list:
+        return [e for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data if e.message == "Fine-tuning job started"]
+
+    assert _until(lambda: bool(started())), "no start event"
+    return pids.index(int(started()[0].data["worker"].split(":")[1]))
 
 
 def _until(check, seconds: float = 30) -> bool:  # noqa: ANN001
