@@ -194,7 +194,11 @@ def write(name: str, rows: list[dict[str, str]]) -> None:
     with open(OUT / name, "w", encoding="utf-8") as handle:
         for row in kept:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{OUT / name}: {len(kept)} rows" + (f" ({len(rows) - len(kept)} left out: a message of the conversation tests)" if len(kept) < len(rows) else ""))
+    _written(name, len(kept), len(rows), "rows")
+
+
+def _written(name: str, kept: int, made: int, unit: str) -> None:
+    print(f"{OUT / name}: {kept} {unit}" + (f" ({made - kept} left out: a message of the conversation tests)" if kept < made else ""))
 
 
 def questions(name: str, groups: list[tuple[str, list[str], str]], rng: random.Random) -> None:
@@ -265,5 +269,6 @@ if __name__ == "__main__":
     products()
     bookings(rng)
     questions("small_talk", SMALL_TALK, rng)
-    (OUT / "out_of_scope.txt").write_text("\n".join(t for t in OUT_OF_SCOPE if _plain(t) not in TESTED) + "\n", encoding="utf-8")
-    print(f"{OUT / 'out_of_scope.txt'}: {len(OUT_OF_SCOPE)} lines")
+    off_topic = [t for t in OUT_OF_SCOPE if _plain(t) not in TESTED]
+    (OUT / "out_of_scope.txt").write_text("\n".join(off_topic) + "\n", encoding="utf-8")
+    _written("out_of_scope.txt", len(off_topic), len(OUT_OF_SCOPE), "lines")
