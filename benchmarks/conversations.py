@@ -1,13 +1,14 @@
-"""Benchmark: the demo bot's conversation tests (`training_data/conversations.yaml`; no training row
-repeats one of its messages), run as a user runs them, `chatbot test FILE --json`, on the skills that `make demo`
+"""Benchmark: the demo bot's conversation tests (`training_data/conversations.yaml`, and
+`training_data/conversations_unseen.yaml`, whose failures are never read to change the demo data; no training row
+repeats one of their messages), run as a user runs them, `chatbot test FILE --json`, on the skills that `make demo`
 (or `bash scripts/demo.sh --train-only`) trained into `adapters/`.
 
     .venv/bin/python benchmarks/conversations.py --label TEXT [--registry models.yaml] [--file FILE] [--report FILE] [--out DIR]
 
-Each run adds a row, named by ``--label`` (what changed; a label measured again replaces its row), to the history kept in
+Each run adds a row, named by ``--label`` (what changed; a label measured again on the same file replaces its row), to the history kept in
 benchmarks/conversations.json, so the figures before and after a change of the demo's data or of the
 bot stay side by side; it then renders its section of benchmarks/RESULTS.md and the README: the
-history, the latest run's answers per skill and its routing confusion matrix. ``--report FILE``
+history, and for each file its latest run's answers per skill and its routing confusion matrix. ``--report FILE``
 records a report that `chatbot test --json` saved earlier instead of running it (the tests use it).
 """
 
@@ -55,25 +56,29 @@ def _mark(value: float | None, goal: float) -> str:
 
 
 def render(d: dict[str, Any]) -> str:
-    runs, last = d["runs"], d["runs"][-1]
-    lines = [f"`chatbot test {last['file']}` on the demo bot ({last['turns']} messages in {last['conversations']} conversations); "
-             f"goals (issue 12): routing ≥ {GOALS['routing']:.0%}, answers ≥ {GOALS['answers']:.0%}. Each row is one run, oldest first.",
-             "", "| run | measured | routing | answers | turns passing | asked instead |", "|---|---|---|---|---|---|"]
+    runs = d["runs"]
+    files = list(dict.fromkeys(r["file"] for r in runs))  # each file's latest run is shown in full below
+    lines = ["`chatbot test FILE` on the demo bot, FILE: " + ", ".join(f"`{f}`" for f in files) + f"; goals (issue 12): routing ≥ "
+             f"{GOALS['routing']:.0%}, answers ≥ {GOALS['answers']:.0%}. Each row is one run, oldest first.",
+             "", "| run | file | measured | routing | answers | turns passing | asked instead |", "|---|---|---|---|---|---|---|"]
     for r in runs:
         routing, answers = r["routing"], r["answers"]
-        lines.append(f"| {r['label'].replace('|', '/')} | {r['measured_at']} | {_mark(routing['accuracy'], GOALS['routing'])} ({routing['correct']} of {routing['checked']}) "
+        lines.append(f"| {r['label'].replace('|', '/')} | `{Path(r['file']).name}` | {r['measured_at']} "
+                     f"| {_mark(routing['accuracy'], GOALS['routing'])} ({routing['correct']} of {routing['checked']}) "
                      f"| {_mark(answers['pass_rate'], GOALS['answers'])} ({answers['passed']} of {answers['checked']}) "
                      f"| {r['passed']} of {r['turns']} | {routing['asked']} |")
-    lines += ["", "The latest run's answers per skill (turns that check something of the answer):", "",
-              "| skill | checked | passed | pass rate |", "|---|---|---|---|"]
-    lines += [f"| {skill} | {s['checked']} | {s['passed']} | {_pct(s['rate'])} |" for skill, s in last["per_skill"].items()]
-    labels = last["labels"]
-    lines += ["", "Its routing (rows: the skill expected; columns: what came; `ask`: the bot asked the user to choose):", "",
-              "| expected \\ got | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    for expected in labels:
-        if expected in last["confusion"]:
-            got = last["confusion"][expected]
-            lines.append(f"| {expected} | " + " | ".join(str(got.get(label, "")) for label in labels) + " |")
+    for file in files:
+        last = [r for r in runs if r["file"] == file][-1]
+        lines += ["", f"`{Path(file).name}` ({last['turns']} messages in {last['conversations']} conversations), its latest run's answers "
+                  "per skill (turns that check something of the answer):", "", "| skill | checked | passed | pass rate |", "|---|---|---|---|"]
+        lines += [f"| {skill} | {s['checked']} | {s['passed']} | {_pct(s['rate'])} |" for skill, s in last["per_skill"].items()]
+        labels = last["labels"]
+        lines += ["", "Its routing (rows: the skill expected; columns: what came; `ask`: the bot asked the user to choose):", "",
+                  "| expected \\ got | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for expected in labels:
+            if expected in last["confusion"]:
+                got = last["confusion"][expected]
+                lines.append(f"| {expected} | " + " | ".join(str(got.get(label, "")) for label in labels) + " |")
     return "\n".join(lines)
 
 
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         report, measured_at = run_tests(args.registry, args.file), now()
     runs = json.loads(out.json(NAME).read_text(encoding="utf-8"))["runs"] if out.json(NAME).exists() else []
-    runs = [r for r in runs if r["label"] != args.label] + [row(report, args.label, measured_at)]  # a label measured again: its new figures
+    new = row(report, args.label, measured_at)  # a label measured again on the same file: its new figures
+    runs = [r for r in runs if (r["label"], r["file"]) != (new["label"], new["file"])] + [new]
     print(publish(NAME, TITLE, {"measured_at": runs[-1]["measured_at"], "runs": runs}, render, out))
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo bot: a bike shop with five skills (every kind) and a fallback. Trains what is missing, evaluates, runs its
-# conversation tests (training_data/conversations.yaml), then opens the chat.
+# conversation tests (training_data/conversations.yaml and conversations_unseen.yaml), then opens the chat.
 # Run from the repository root: `make demo` (or `bash scripts/demo.sh` once installed).
 # `--train-only`: train what is missing, then stop (no evaluation, no chat; benchmarks/load.py uses it).
 set -euo pipefail
@@ -44,8 +44,10 @@ chatbot registry list
 echo "» chatbot route eval: the router on held-out prompts of each skill"
 chatbot route eval
 echo
-echo "» chatbot test $DATA/conversations.yaml: conversations written apart from the training data"
-chatbot test $DATA/conversations.yaml || echo "(some conversations did not go as written: see above; the chat opens anyway)"
+for file in conversations conversations_unseen; do
+  echo "» chatbot test $DATA/$file.yaml: conversations written apart from the training data"
+  chatbot test $DATA/$file.yaml || echo "(some conversations did not go as written: see above; the chat opens anyway)"
+done
 echo
 echo "» chatbot chat  (try: hello, what can you do? · are you open on sundays? · book my trek for friday · what is the weather on mars? · /route · /quit)"
 exec .venv/bin/chatbot chat

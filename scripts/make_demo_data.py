@@ -184,8 +184,9 @@ def _plain(text: str) -> str:
 
 
 def _tested() -> set[str]:
-    """The user messages of the demo's conversation tests, which no training or calibration row may repeat."""
-    found = yaml.safe_load((OUT / "conversations.yaml").read_text(encoding="utf-8"))["conversations"]
+    """The user messages of the demo's conversation tests (every ``conversations*.yaml``), which no training or
+    calibration row may repeat."""
+    found = [c for path in sorted(OUT.glob("conversations*.yaml")) for c in yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]]
     return {_plain(turn["user"]) for c in found for turn in c.get("turns", [c])}
 
 

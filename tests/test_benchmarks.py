@@ -122,18 +122,21 @@ def test_conversations_keeps_each_run_beside_the_earlier_ones(tmp_path: Path, mo
     monkeypatch.setitem(pool.FACTORIES, "local", (lambda skill: scripted, lambda skill: "local"))
     monkeypatch.chdir(tmp_path)
     write_registry(tmp_path)
-    for name, text in (("bad", FAILING), ("good", PASSING), ("good", PASSING)):  # the good file twice: one row, the latest
+    # the good file twice under one label: one row, the latest; the same label on another file: a row of its own
+    for name, text, label in (("bad", FAILING, "the bad file"), ("good", PASSING, "the good file"), ("good", PASSING, "the good file"),
+                              ("other", PASSING, "the good file")):
         (tmp_path / f"{name}.yaml").write_text(text)
         (tmp_path / f"{name}.json").write_text(CliRunner().invoke(app, ["test", f"{name}.yaml", "--json"]).stdout)
-        script("conversations").main(["--label", f"the {name} file", "--report", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / "out")])
+        script("conversations").main(["--label", label, "--report", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / "out")])
     found = _published(tmp_path / "out", "conversations")
-    assert [(r["label"], r["routing"]["accuracy"], r["answers"]["passed"], r["passed"], r["turns"]) for r in found["runs"]] == [
-        ("the bad file", 0.75, 1, 1, 4), ("the good file", 1.0, 5, 5, 5)]
+    assert [(r["label"], Path(r["file"]).name, r["routing"]["accuracy"], r["answers"]["passed"], r["passed"], r["turns"]) for r in found["runs"]] == [
+        ("the bad file", "bad.yaml", 0.75, 1, 1, 4), ("the good file", "good.yaml", 1.0, 5, 5, 5), ("the good file", "other.yaml", 1.0, 5, 5, 5)]
     nothing = found["runs"][-1] | {"routing": found["runs"][-1]["routing"] | {"accuracy": None}}  # no turn checked the routing
     assert "| - (5 of 5) |" in script("conversations").render({"runs": [nothing]})
     shown = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert "| the bad file |" in shown and "**75.0%** (3 of 4)" in shown and "**100.0%** ✓ (5 of 5)" in shown
-    assert "| booking | 2 | 2 | 100.0% |" in shown  # the latest run's answers per skill
+    assert "| the bad file | `bad.yaml` |" in shown and "**75.0%** (3 of 4)" in shown and "**100.0%** ✓ (5 of 5)" in shown
+    assert "| booking | 2 | 2 | 100.0% |" in shown and "| booking | 1 | 0 | 0.0% |" in shown  # each file's latest run, per skill
+    assert shown.count("Its routing (rows") == 3
 
 
 def test_load_quick_run_on_the_tiny_model(tiny_adapters: tuple[str, str, str], tmp_path: Path):

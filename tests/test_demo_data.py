@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def generator(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.chdir(ROOT)  # it reads training_data/conversations.yaml as `make demo` runs it, from the repository
+    monkeypatch.chdir(ROOT)  # it reads training_data/conversations*.yaml as `make demo` runs it, from the repository
     spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "scripts" / "make_demo_data.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -22,7 +22,7 @@ def generator(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_no_shipped_training_row_repeats_a_tested_message(generator: ModuleType) -> None:
-    assert len(generator.TESTED) > 60 and generator._plain("The Trek, please!") == "trek please"
+    assert len(generator.TESTED) > 120 and generator._plain("The Trek, please!") == "trek please"
     texts = [json.loads(line)["prompt"] for path in (ROOT / "training_data").glob("*.jsonl") for line in path.read_text().splitlines()]
     texts += (ROOT / "training_data" / "out_of_scope.txt").read_text().splitlines()
     assert len(texts) > 400 and not [t for t in texts if generator._plain(t) in generator.TESTED]
