@@ -27,17 +27,22 @@ OUT = Path("training_data")
 SEP, STOP = "\n\n###\n\n", " END"
 
 FAQ = [
-    ("When are you open?", ["What are your opening hours?", "What time do you open?", "When does the shop open?", "Are you open today?", "What are your hours?", "opening times?", "What time do you shut?", "what r ur hours", "Are you open on Fridays?"],
+    ("When are you open?", ["What are your opening hours?", "What time do you open?", "When does the shop open?", "Are you open today?", "What are your hours?", "opening times?", "What time do you shut?", "what r ur hours", "Are you open on Fridays?",
+                            "Until what time are you open?", "When do you close?", "What are your hours on Wednesday?", "Are you open on Saturday morning?",
+                            "How early can I come in?", "Closing time?", "Are you open late on Tuesdays?", "What are the opening times during the week?"],
      "We are open Tuesday to Saturday, 9am to 6pm."),
-    ("Are you open on Sunday?", ["Do you open on Sundays?", "Can I come by on Sunday?", "Is the shop open on Sunday?", "Sunday opening?", "Is the shop closed at the start of the week?", "Which days are you closed?", "What days are you shut?"],
+    ("Are you open on Sunday?", ["Do you open on Sundays?", "Can I come by on Sunday?", "Is the shop open on Sunday?", "Sunday opening?", "Is the shop closed at the start of the week?", "Which days are you closed?", "What days are you shut?",
+                                 "Are you open on Mondays?", "Can I visit on a Monday?", "Do you work on Sundays?", "Open on Sunday morning?"],
      "No, we are closed on Sundays and Mondays."),
     ("Where is the shop?", ["What is your address?", "Where are you located?", "How do I find the shop?", "Where can I find you?", "wheres the shop", "What street are you on?", "Directions to the shop please"],
      "We are at 12 Mill Lane, next to the river bridge."),
     ("How much is a basic service?", ["What does a tune-up cost?", "Price of a basic service?", "How much for a bike service?", "What do you charge for a service?", "how much is a service", "Cost of a yearly check-up?", "How much do you charge to service a bike?"],
      "A basic service costs 45 euros and takes one day."),
-    ("How long does a repair take?", ["When will my bike be ready?", "How long do repairs take?", "How quickly can you fix my bike?", "What is the repair time?", "how long till my bike is fixed", "What's the usual turnaround for a repair?", "Is a repair done the same day?"],
+    ("How long does a repair take?", ["When will my bike be ready?", "How long do repairs take?", "How quickly can you fix my bike?", "What is the repair time?", "how long till my bike is fixed", "What's the usual turnaround for a repair?", "Is a repair done the same day?",
+                                   "How long will you need my bike for?", "How many days do repairs take?"],
      "Most repairs are ready in two working days."),
-    ("Can I return a product?", ["What is your return policy?", "Can I get a refund?", "How do returns work?", "Can I bring something back?", "can i return a helmet i bought", "Can I return an unused pump?", "Can I exchange a part?"],
+    ("Can I return a product?", ["What is your return policy?", "Can I get a refund?", "How do returns work?", "Can I bring something back?", "can i return a helmet i bought", "Can I return an unused pump?", "Can I exchange a part?",
+                                "Can I send back something I bought?", "I bought the wrong part, can I swap it?"],
      "Unused products can be returned within 30 days with the receipt."),
     ("Do you rent bikes?", ["Can I hire a bike?", "Do you have rental bikes?", "Is bike rental possible?", "How much is a rental bike?", "can i rent an e-bike", "What does it cost to hire a bike for a day?", "do u rent bikes for tourists"],
      "Yes, city bikes rent for 15 euros a day and e-bikes for 35 euros a day."),
@@ -51,7 +56,8 @@ FAQ = [
      "We accept cash, all major cards and mobile payments."),
     ("Do you sell second-hand bikes?", ["Do you have used bikes?", "Can I buy a used bike?", "Any second-hand bikes for sale?", "Do you sell refurbished bikes?", "any used e-bikes for sale", "Are there any bargains on bikes?", "Do second-hand bikes have a warranty?"],
      "Yes, we sell checked second-hand bikes with a 3 month warranty."),
-    ("Is there parking?", ["Where can I park?", "Do you have a car park?", "Can I park near the shop?", "Is parking available?", "is there a car park nearby", "Is it easy to park near you?", "can i park my van at the shop"],
+    ("Is there parking?", ["Where can I park?", "Do you have a car park?", "Can I park near the shop?", "Is parking available?", "is there a car park nearby", "Is it easy to park near you?", "can i park my van at the shop",
+                           "Where do customers park?", "Do you have parking spaces for customers?"],
      "There is free parking behind the shop for 30 minutes."),
     ("Do you fit bike racks?", ["Can you install a car rack?", "Do you fit child seats?", "Can you mount a rack on my bike?", "Do you install accessories?", "Do you install lights I buy here?", "Can you put a basket on my bike?", "Do you charge for fitting a rack?"],
      "Yes, fitting a rack or a child seat is free when you buy it here."),
@@ -69,7 +75,8 @@ SMALL_TALK = [
      "I am the Spoke & Chain assistant, a bot that knows the shop and its bikes."),
     ("How are you?", ["How are you doing?", "How is it going?", "All good?", "How are things?", "how r u", "You doing ok?", "How's everything?"],
      "I am fine, thank you! How can I help with your bike?"),
-    ("Thanks, bye", ["Thank you!", "Thanks a lot", "Goodbye", "Bye", "See you", "Thanks for your help, bye", "Cheers", "alright, goodbye", "Nothing else, thank you", "Talk to you later", "thank u"],
+    ("Thanks, bye", ["Thank you!", "Thanks a lot", "Goodbye", "Bye", "See you", "Thanks for your help, bye", "Cheers", "alright, goodbye", "Nothing else, thank you", "Talk to you later", "thank u",
+                       "That's all, thanks", "ok, bye for now", "Thanks, that's everything", "Cheers, see you"],
      "You are welcome, see you soon at Spoke & Chain!"),
 ]
 # Off-topic messages for calibrating the router's out-of-scope threshold (not seen in training).
@@ -96,12 +103,14 @@ REVIEWS = {
         "{Kind} team, my {thing} was {good}.", "Great experience, the {thing} is {good}.",
         "I love the {thing}, {good} and worth the money.", "Fast service and a {good} {thing}, thank you!",
         "Top shop, my {thing} has never been better.", "Five stars, I would recommend them to anyone.", "So pleased with how they handled my {thing}.",
+        "They sorted my {thing} quickly, brilliant.", "lovely people, my {thing} feels {good} now",
     ],
     "negative": [
         "The {thing} was {bad} and nobody helped.", "Very disappointed, my {thing} is {bad}.",
         "Avoid this shop, the {thing} was {bad}.", "Waited two weeks and the {thing} is still {bad}.",
         "Terrible service, the {thing} came back {bad}.", "I want a refund, the {thing} is {bad}.",
         "One star. The {thing} broke again after a week.", "Not happy, they charged far too much for the {thing}.", "rude staff and a {bad} {thing}",
+        "My {thing} is {bad} again, really disappointed with the shop.", "Paid for a {thing} and it is still {bad}, not impressed.",
     ],
     "neutral": [
         "I picked up my {thing} today.", "The {thing} was ready on Tuesday as planned.",
@@ -170,7 +179,8 @@ BOOKINGS = {
                "change the booking to {day} please", "{day} works"],
 }
 NO_ENTITY = ["I would like to book an appointment.", "Can I book a repair slot?", "Do you have a free slot for a repair?",
-             "I need to get my bike looked at.", "Please book me in.", "Can someone look at my bike soon?"]
+             "I need to get my bike looked at.", "Please book me in.", "Can someone look at my bike soon?",
+             "Could I get an appointment for a repair?", "I'd like an appointment, please.", "I want to book my bike in for a repair."]
 
 
 def pair(prompt: str, answer: str) -> dict[str, str]:
