@@ -37,7 +37,7 @@ SCORES = ("micro_f1", "micro_precision", "micro_recall")
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    """`chatbot ARGS`; the engine's precision is the default one unless *env* names another."""
+    """`chatbot ARGS`; the engine's precision is the default one (auto) unless *env* names another."""
     started = time.perf_counter()
     environment = {k: v for k, v in os.environ.items() if k != "CHATBOT_ENGINE_QUANT"} | (env or {})
     done = subprocess.run([CHATBOT, *args], cwd=cwd, check=True, text=True, stdout=subprocess.PIPE, env=environment)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one epoch: a smoke run of the whole script")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="train with this precision instead of the default "
                         "(the untuned base is then not scored)")
-    parser.add_argument("--also-engine-quant", choices=("bf16", "int8"), help="also score each split's adapter with the engine's base "
+    parser.add_argument("--also-engine-quant", choices=("float32", "bf16", "int8"), help="also score each split's adapter with the engine's base "
                         "in this precision (CHATBOT_ENGINE_QUANT)")
     parser.add_argument("--out", type=Path, help="write the JSON, RESULTS.md and README.md here instead of the repository")
     args = parser.parse_args(argv)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         if torch.cuda.is_available():
-            parser.error("--also-engine-quant compares with the engine's float32 base on a CPU; on a GPU the engine runs bf16 already")
+            parser.error("--also-engine-quant compares precisions of the engine's base on a CPU; on a GPU it runs bf16")
     data = measure(args.data.resolve(), args.splits, args.base, args.quick, args.precision, args.also_engine_quant)
     print(publish(NAME, TITLE, data, render, Output(args.out)))
 

@@ -1,6 +1,6 @@
 """Benchmark: what smaller base weights do to each skill's answers. Every local skill of `models.yaml`
-that has a validation file is scored on it by `chatbot eval --json`: with the base as it loads (float32
-on a CPU, the default), with `CHATBOT_ENGINE_QUANT=bf16` and `=int8`, and on the llama.cpp engine
+that has a validation file is scored on it by `chatbot eval --json`: with the base in float32 (`CHATBOT_ENGINE_QUANT=float32`,
+as the reference path computes), with `=bf16` (the default where the CPU computes bf16) and `=int8`, and on the llama.cpp engine
 (`CHATBOT_ENGINE=llama-cpp`: the shipped Q4_1 GGUF, the adapter as a GGUF LoRA) when llama-cpp-python is
 installed and every base has a GGUF; the table shows each and its difference from float32 in points of the skill's own metric
 (issue 11's bar for a quantized engine: within 1).
@@ -37,7 +37,7 @@ from chatbot.runtime.base_models import DEFAULT_BASE  # noqa: E402
 
 NAME, TITLE = "quantized", "Smaller base weights and each skill's metric"
 CHATBOT = str(Path(sys.executable).with_name("chatbot"))
-MODES = {"float32": {}, "bf16": {"CHATBOT_ENGINE_QUANT": "bf16"}, "int8": {"CHATBOT_ENGINE_QUANT": "int8"},
+MODES = {"float32": {"CHATBOT_ENGINE_QUANT": "float32"}, "bf16": {"CHATBOT_ENGINE_QUANT": "bf16"}, "int8": {"CHATBOT_ENGINE_QUANT": "int8"},
          "llama.cpp Q4_1": {"CHATBOT_ENGINE": "llama-cpp"}}
 BAR_POINTS = 1.0
 
@@ -73,15 +73,16 @@ def measure(registry: Path) -> dict[str, Any]:
         raise SystemExit(f"{registry}: no local skill with a validation file")
     smaller = [mode for mode in modes if mode != "float32"]
     return {"measured_at": now(), "registry": shown(registry), "skills": found, "cpu_cores": os.cpu_count(), "modes": smaller,
-            "within_bar": {mode: all(abs(s["points"][mode]) <= BAR_POINTS for s in found.values()) for mode in smaller}}
+            "within_bar": {mode: all(abs(s["points"][mode]) <= BAR_POINTS for s in found.values()) for mode in smaller},
+            "never_below_bar": {mode: all(s["points"][mode] >= -BAR_POINTS for s in found.values()) for mode in smaller}}
 
 
 def render(d: dict[str, Any]) -> str:
     modes = d["modes"]
     lines = [
-        f"Each local skill of `{d['registry']}` scored on its validation file by `chatbot eval`: its base's linear layers in float32 (the "
-        "default), its weights in bfloat16 (`CHATBOT_ENGINE_QUANT=bf16`), in int8 with a scale per output channel "
-        "(`CHATBOT_ENGINE_QUANT=int8`), and the base's Q4_1 GGUF on llama.cpp "
+        f"Each local skill of `{d['registry']}` scored on its validation file by `chatbot eval`: its base's weights in float32 "
+        "(`CHATBOT_ENGINE_QUANT=float32`, as the reference path), in bfloat16 (`=bf16`, the default where the CPU computes bf16), in int8 with a scale per output channel "
+        "(`=int8`), and the base's Q4_1 GGUF on llama.cpp "
         "(`CHATBOT_ENGINE=llama-cpp`) where llama-cpp-python is installed and the bases have GGUF files; the adapters stay as they are.",
         "",
         "| skill (metric, rows) | float32 | " + " | ".join(f"{m} (points)" for m in modes) + " | eval s: " + " / ".join(["float32", *modes]) + " |",
@@ -91,7 +92,9 @@ def render(d: dict[str, Any]) -> str:
         lines.append(f"| {name} ({s['metric']}, {s['rows']}) | {s['float32']['score']:.3f} | "
                      + " | ".join(f"{s[m]['score']:.3f} (**{s['points'][m]:+.1f}**)" for m in modes) + " | "
                      + " / ".join(f"{s[m]['seconds']:.0f}" for m in ["float32", *modes]) + " |")
+    below = d.get("never_below_bar", {})
     verdicts = "; ".join(f"{m}: {'within' if d['within_bar'][m] else 'not within'} {BAR_POINTS:.0f} point of float32 on every skill"
+                         + (f" ({'none' if below[m] else 'some'} more than {BAR_POINTS:.0f} point below it)" if m in below else "")
                          for m in modes)
     lines += ["", f"{verdicts}; on {d['cpu_cores']} CPU cores.", "", "Command: `.venv/bin/python benchmarks/quantized.py`"]
     return "\n".join(lines)

@@ -50,7 +50,7 @@ LLAMA_CPP = "llama-cpp-python==0.3.36"
 JOB_NER = SHARED / "data" / "job-ner" / "train.jsonl"
 FULL = {"prompt_tokens": 200, "new_tokens": 128, "sessions": (1, 4, 8), "skills": (1, 20, 200), "naive": 20, "route_messages": 200,
         "turns": 10, "turn_tokens": 32, "train_rows": 60, "server_seconds": 30.0, "server_tokens": 16, "repeats": 3}
-DECODERS = ("ours", "ours_bf16", "ours_int8", "ours_llamacpp", "reference", "transformers", "llamacpp")
+DECODERS = ("ours", "ours_float32", "ours_int8", "ours_llamacpp", "reference", "transformers", "llamacpp")
 QUICK = {"prompt_tokens": 40, "new_tokens": 16, "sessions": (1, 4, 8), "skills": (1, 4, 8), "naive": 4, "route_messages": 20,
          "turns": 3, "turn_tokens": 8, "train_rows": 8, "server_seconds": 3.0, "server_tokens": 4, "repeats": 1}
 TEXT = ("The shop repairs city bikes, road bikes and e-bikes. A standard service covers the brakes, the gears, the chain and "
@@ -443,8 +443,9 @@ def measure(base: str, quick: bool, install: bool, gguf: Path | None) -> dict[st
         found["route_ms_alone"] = route_alone(registry)
 
         print("decoding at batch 1", flush=True)
-        engines: dict[str, Any] = {"ours": BatchedBackend("cpu"), "ours_bf16": BatchedBackend("cpu", quantize="bf16"),
+        engines: dict[str, Any] = {"ours": BatchedBackend("cpu", quantize="auto"), "ours_float32": BatchedBackend("cpu", quantize="float32"),
                                    "ours_int8": BatchedBackend("cpu", quantize="int8")}
+        found["ours_precision"] = engines["ours"].quantize  # the default: bf16 where the CPU computes it, else float32
         if llama and gguf_of(base) is not None:  # the same GGUF on llama.cpp, each skill's adapter as a GGUF LoRA
             engines["ours_llamacpp"] = LlamaCppBackend()
         engines["reference"] = LocalBackend("cpu")
@@ -544,11 +545,12 @@ def render(d: dict[str, Any]) -> str:
         "| row | ours | baseline | ours / baseline |",
         "|---|---|---|---|",
         f"| decode tokens/s, batch 1, {d['prompt_tokens']}-token prompt, {d['new_tokens']} new tokens, greedy, a LoRA skill: "
-        f"the batched engine (the default) | **{_f(dec['ours'])}** | llama.cpp ({d['gguf'] or '-'}): {_f(llama)} · transformers fp32 "
+        f"the batched engine (the default; its base in {d.get('ours_precision', 'float32')}: this CPU "
+        f"{'computes' if d.get('cpu_bf16') else 'emulates'} bf16) | **{_f(dec['ours'])}** | llama.cpp ({d['gguf'] or '-'}): {_f(llama)} · transformers fp32 "
         f"(no adapter): {_f(dec['transformers'])} | {_ratio(dec['ours'], llama)} · {_ratio(dec['ours'], dec['transformers'])} |",
-        *([f"| the same, base weights in bf16 (`CHATBOT_ENGINE_QUANT=bf16`; this CPU {'computes' if d.get('cpu_bf16') else 'emulates'} "
-           f"bf16) | **{_f(dec['ours_bf16'])}** | llama.cpp: {_f(llama)} · transformers: {_f(dec['transformers'])} | "
-           f"{_ratio(dec['ours_bf16'], llama)} · {_ratio(dec['ours_bf16'], dec['transformers'])} |"] if dec.get("ours_bf16") else []),
+        *([f"| the same, base weights in float32 (`CHATBOT_ENGINE_QUANT=float32`, as the reference engine) "
+           f"| **{_f(dec['ours_float32'])}** | llama.cpp: {_f(llama)} · transformers: {_f(dec['transformers'])} | "
+           f"{_ratio(dec['ours_float32'], llama)} · {_ratio(dec['ours_float32'], dec['transformers'])} |"] if dec.get("ours_float32") else []),
         f"| the same, base in int8 (`CHATBOT_ENGINE_QUANT=int8`) | **{_f(dec['ours_int8'])}** | llama.cpp: {_f(llama)} · transformers: "
         f"{_f(dec['transformers'])} | {_ratio(dec['ours_int8'], llama)} · {_ratio(dec['ours_int8'], dec['transformers'])} |",
         *([f"| the same, llama.cpp engine (`CHATBOT_ENGINE=llama-cpp`: the GGUF above, the adapter as a GGUF LoRA) | "
@@ -561,7 +563,7 @@ def render(d: dict[str, Any]) -> str:
         f"transformers: {_f(first['transformers'], 3)} | "
         f"{_ratio(first['ours'], first['llamacpp'])} · {_ratio(first['ours'], first['transformers'])} |",
     ]
-    labels = {"ours": "batched", "ours_bf16": "batched, bf16", "ours_int8": "batched, int8", "reference": "reference", "ours_llamacpp": "llama.cpp engine"}
+    labels = {"ours": f"batched, {d.get('ours_precision', 'float32')}", "ours_float32": "batched, float32", "ours_int8": "batched, int8", "reference": "reference", "ours_llamacpp": "llama.cpp engine"}
     for engine, runs in agg.items():
         own = runs["1"]["tps"]
         for n, run in runs.items():

@@ -187,8 +187,8 @@ def test_epoch_selection_run_on_the_tiny_model(tiny_base: str, tmp_path: Path):
     assert set(found["mean"]) == set(mean) and isinstance(found["default_never_worse_than_last"], bool)
 
 
-DECODERS = {"ours", "ours_bf16", "ours_int8", "ours_llamacpp", "reference", "llamacpp", "transformers"}  # ours_llamacpp: None on the tiny model (no GGUF)
-RUN_KEYS = {"decode_tps": DECODERS, "first_token_s": DECODERS, "aggregate": {"ours", "ours_bf16", "ours_int8", "reference"},
+DECODERS = {"ours", "ours_float32", "ours_int8", "ours_llamacpp", "reference", "llamacpp", "transformers"}  # ours_llamacpp: None on the tiny model (no GGUF)
+RUN_KEYS = {"decode_tps": DECODERS, "first_token_s": DECODERS, "aggregate": {"ours", "ours_float32", "ours_int8", "reference"},
             "route_ms": {"p50", "p95", "messages"}, "route_ms_alone": {"p50", "p95", "messages"}, "turn_s": {"ours_p50", "ours_p95", "llamacpp_p50", "llamacpp_lora_p50", "turns"},
             "train_tps": {"ours", "hf_trainer", "ours_s", "ours_with_loading_s", "hf_trainer_s", "tokens", "rows"}}
 
@@ -258,3 +258,7 @@ def test_quantized_run_on_the_tiny_adapters(tiny_adapters: tuple[str, str, str],
     assert "int8" in found["modes"] and shop["points"] == {m: 100 * (shop[m]["score"] - shop["float32"]["score"]) for m in found["modes"]}
     assert found["skills"]["shop"]["float32"]["score"] == 1.0  # the trained answers, word for word
     assert path.read_text() == before  # the scores went into a copy
+    higher = {"skills": {"s": {"metric": "m", "rows": 1, "float32": {"score": 0.5, "seconds": 1}, "bf16": {"score": 0.6, "seconds": 1},
+                               "points": {"bf16": 10.0}}}, "modes": ["bf16"], "within_bar": {"bf16": False},
+              "never_below_bar": {"bf16": True}, "cpu_cores": 2, "registry": "r"}
+    assert "bf16: not within 1 point of float32 on every skill (none more than 1 point below it)" in script("quantized").render(higher)

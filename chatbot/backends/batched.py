@@ -37,7 +37,9 @@ MAX_BATCH = {"cpu": 8, "gpu": 64}
 ADAPTER_SLOTS = int(os.environ.get("CHATBOT_ADAPTER_SLOTS", 32))
 MAX_LORA_RANK = int(os.environ.get("CHATBOT_MAX_LORA_RANK", 16))
 ADAPTER_DTYPE = os.environ.get("CHATBOT_ADAPTER_DTYPE", "bfloat16")  # how resident adapters are kept: 9.8 MB an r=16 SmolLM2 skill
-QUANTIZE = os.environ.get("CHATBOT_ENGINE_QUANT") or None  # "int8": the base's linear layers in int8 (CPU); "bf16": its weights in bf16
+# the base's weights: "bf16", "float32", "int8" (its linear layers, CPU only), or "auto": bf16 on a GPU and on a CPU that computes
+# bf16 (AVX512-BF16, AMX: half the bytes to read per token, the demo skills' metrics and job-ner's F1 as in float32), else float32
+PRECISIONS = ("auto", "float32", "bf16", "int8")
 
 
 @dataclass
@@ -51,7 +53,7 @@ class _Job:
 class _Base:
     """One base model, wrapped for multi-LoRA, with its tokenizers and end tokens."""
 
-    def __init__(self, name: str, device: str, slots: int, rank: int, dtype: Any, quantize: str | None) -> None:
+    def __init__(self, name: str, device: str, slots: int, rank: int, dtype: Any, quantize: str) -> None:
         from chatbot.backends.multi_lora import AdapterSlots
         from chatbot.runtime.base_models import load_model, load_tokenizer
 
@@ -59,7 +61,7 @@ class _Base:
         self.counter = load_tokenizer(name)  # for count_tokens, from any thread
         self.counter_lock = threading.Lock()
         # bf16: half the weights to read per token; fast where the CPU computes bf16 (AVX512-BF16, AMX)
-        self.model = load_model(name, device, "bfloat16" if quantize == "bf16" else None).eval()
+        self.model = load_model(name, device, "bfloat16" if quantize == "bf16" else "float32").eval()
         self.end_ids = end_ids(self.model, self.tokenizer)
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":
@@ -70,17 +72,21 @@ class BatchedBackend:
     """Local inference, batched across requests and adapters; the :class:`Backend` interface."""
 
     def __init__(self, device: str | None = None, *, max_batch: int | None = None, adapter_slots: int = ADAPTER_SLOTS,
-                 max_lora_rank: int = MAX_LORA_RANK, adapter_dtype: str = ADAPTER_DTYPE, quantize: str | None = QUANTIZE) -> None:
+                 max_lora_rank: int = MAX_LORA_RANK, adapter_dtype: str = ADAPTER_DTYPE, quantize: str | None = None) -> None:
         """*quantize* ``int8``: the base's linear layers (not the adapters) in int8 with a scale per output channel,
-        about 4× less to read per token on a CPU; ``bf16``: the base's weights in bfloat16 (as on a GPU), half as much.
-        Outputs then differ from the reference path (see the README)."""
+        about 4× less to read per token on a CPU; ``bf16``: the base's weights in bfloat16, half as much; ``float32``:
+        as the reference path; ``auto``: bf16 on a GPU and on a CPU that computes it, else float32. None: from
+        ``CHATBOT_ENGINE_QUANT``, else auto. Outputs other than float32's can differ from the reference path (see the README)."""
         import torch
 
-        from chatbot.runtime.device import default_device
+        from chatbot.runtime.device import cpu_computes_bf16, default_device
 
         self.device = device or default_device()
-        if quantize not in (None, "int8", "bf16"):
-            raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use int8 or bf16, or leave it unset")
+        quantize = quantize or os.environ.get("CHATBOT_ENGINE_QUANT") or "auto"
+        if quantize not in PRECISIONS:
+            raise ServerFault(f"CHATBOT_ENGINE_QUANT={quantize!r}: use {', '.join(PRECISIONS)}, or leave it unset (auto)")
+        if quantize == "auto":
+            quantize = "bf16" if self.device != "cpu" or cpu_computes_bf16() else "float32"
         max_batch = max_batch or int(os.environ.get("CHATBOT_MAX_BATCH") or MAX_BATCH["cpu" if self.device == "cpu" else "gpu"])
         self.max_batch, self.adapter_slots, self.max_lora_rank, self.quantize = max_batch, adapter_slots, max_lora_rank, quantize
         self.adapter_dtype = getattr(torch, adapter_dtype)
