@@ -17,13 +17,6 @@ from chatbot.backends.local import LocalBackend
 MORE_PROMPTS = ["Do you repair e-bikes?\n\n###\n\n", "Tell me about the shop", "x"]
 
 
-@pytest.fixture(autouse=True)
-def float32_base(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reference path computes in float32, so the engine's base does here unless a test says otherwise (on a CPU
-    that computes bf16 it would load its base in bf16)."""
-    monkeypatch.setenv("CHATBOT_ENGINE_QUANT", "float32")
-
-
 @pytest.fixture(scope="module")
 def reference() -> LocalBackend:
     return LocalBackend("cpu")
@@ -233,7 +226,7 @@ def test_the_batch_is_larger_on_a_gpu_and_set_by_the_environment(monkeypatch: py
 def test_the_base_is_bf16_where_the_cpu_computes_it_and_float32_elsewhere(monkeypatch: pytest.MonkeyPatch, computes_bf16: bool) -> None:
     from chatbot.runtime import device
 
-    monkeypatch.delenv("CHATBOT_ENGINE_QUANT")
+    monkeypatch.delenv("CHATBOT_ENGINE_QUANT", raising=False)
     monkeypatch.setattr(device, "cpu_computes_bf16", lambda: computes_bf16)
     assert BatchedBackend("cpu").quantize == ("bf16" if computes_bf16 else "float32")  # nothing loads until a request
     assert BatchedBackend("cuda").quantize == "bf16"
