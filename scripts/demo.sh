@@ -45,7 +45,7 @@ echo "» chatbot route eval: the router on held-out prompts of each skill"
 chatbot route eval
 echo
 for file in conversations conversations_unseen; do
-  echo "» chatbot test $DATA/$file.yaml: conversations written apart from the training data"
+  echo "» chatbot test $DATA/$file.yaml: conversation tests (no training row repeats one of their messages)"
   chatbot test $DATA/$file.yaml || echo "(some conversations did not go as written: see above; the chat opens anyway)"
 done
 echo

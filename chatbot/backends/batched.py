@@ -38,7 +38,7 @@ ADAPTER_SLOTS = int(os.environ.get("CHATBOT_ADAPTER_SLOTS", 32))
 MAX_LORA_RANK = int(os.environ.get("CHATBOT_MAX_LORA_RANK", 16))
 ADAPTER_DTYPE = os.environ.get("CHATBOT_ADAPTER_DTYPE", "bfloat16")  # how resident adapters are kept: 9.8 MB an r=16 SmolLM2 skill
 # the base's weights: "bf16", "float32", "int8" (its linear layers, CPU only), or "auto": bf16 on a GPU and on a CPU that computes
-# bf16 (AVX512-BF16, AMX: half the bytes to read per token, the demo skills' metrics and job-ner's F1 as in float32), else float32
+# bf16 (AVX512-BF16, AMX: half the bytes to read per token; what it does to answers: the README), else float32
 PRECISIONS = ("auto", "float32", "bf16", "int8")
 
 
