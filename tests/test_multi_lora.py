@@ -1,5 +1,5 @@
-"""The multi-LoRA layer's two ways of adding each row's adapter: gathered per row (a prompt being read) and packed
-side by side (a decoding step), both against the plain sum base(x) + scale * x A^T B^T of each row's own adapter."""
+"""The multi-LoRA layer against the plain sum base(x) + scale * x A^T B^T of each row's own adapter, for a prompt and a
+decoding step, and its rows' gathered adapters: kept while the rows stay, gathered again when a slot's adapter changes."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _expected(model: nn.Module, layer: nn.Linear, x: torch.Tensor, adapters: lis
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("tokens", [1, 3], ids=["decoding step (packed)", "prompt (gathered)"])
+@pytest.mark.parametrize("tokens", [1, 3], ids=["decoding step", "prompt"])
 def test_each_row_gets_its_own_adapter(tmp_path: Path, tokens: int) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 6))
@@ -55,10 +55,15 @@ def test_a_pack_follows_the_batch_and_the_adapters_in_its_slots(tmp_path: Path) 
     slots = AdapterSlots(model, capacity=1, rank=2, dtype=torch.float32)
     first, second = _adapter(tmp_path / "first", seed=1), _adapter(tmp_path / "second", seed=2)
     x = torch.randn(2, 1, 8)
+    gathered = []
     for path, a, b, scale in (first, second, first):  # one slot: each loads in place of the other
         slot = slots.acquire(path)
-        slots.run_rows([slot, 0])
-        with torch.no_grad():
-            torch.testing.assert_close(model(x), _expected(model, plain, x, [(a, b, scale), (None, None, 0)]))
+        for _ in range(2):  # two steps of the same rows: gathered once
+            slots.run_rows([slot, 0])
+            with torch.no_grad():
+                torch.testing.assert_close(model(x), _expected(model, plain, x, [(a, b, scale), (None, None, 0)]))
+            gathered.append(model[0]._gathered)
+            slots.run_rows(None)
         slots.release(slot)
     assert slots.loads == 3
+    assert [g is gathered[0] for g in gathered] == [True, True, False, False, False, False] and gathered[2] is gathered[3]
