@@ -67,3 +67,23 @@ def test_a_pack_follows_the_batch_and_the_adapters_in_its_slots(tmp_path: Path) 
         slots.release(slot)
     assert slots.loads == 3
     assert [g is gathered[0] for g in gathered] == [True, True, False, False, False, False] and gathered[2] is gathered[3]
+
+
+def test_a_kv_cache_layer_grows_in_place_and_moves_when_its_keys_are_replaced() -> None:
+    from transformers import LlamaConfig
+
+    from chatbot.backends.batched import GROWTH, _new_cache
+
+    config = LlamaConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, vocab_size=32)
+    cache = _new_cache(type("Model", (), {"config": config})())
+    layer = cache.layers[0]
+    steps = [torch.randn(2, 1, 3, 4)] + [torch.randn(2, 1, 1, 4) for _ in range(GROWTH + 1)]
+    buffers = set()
+    for new in steps:
+        keys, values = cache.update(new, -new, 0)
+        buffers.add(layer._key_room.data_ptr())
+    assert keys.shape == (2, 1, 4 + GROWTH, 4) and torch.equal(keys, torch.cat(steps, dim=-2)) and torch.equal(values, -keys)
+    assert len(buffers) == 2  # room for GROWTH more, then one move once full
+    layer.keys, layer.values = layer.keys[:1], layer.values[:1]  # a row left: the next token moves the rest once
+    keys, _ = cache.update(steps[1][:1], steps[1][:1], 0)
+    assert torch.equal(keys, torch.cat([*[s[:1] for s in steps], steps[1][:1]], dim=-2)) and layer._key_room.shape[0] == 1

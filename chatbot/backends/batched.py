@@ -17,6 +17,7 @@ the tests compare against: greedy outputs are the same token for token.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -250,7 +251,7 @@ class _Batch:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
-            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions)
+            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(base.model))
         except Exception as exc:  # noqa: BLE001
             for row, slot in zip(rows, slots):
                 row.job.out.put(exc)
@@ -324,6 +325,54 @@ class _Batch:
                 row.job.out.put(exc)
             self.base.slots.release(slot)
         self.rows, self.slots, self.following, self.cache = [], [], [], None
+
+
+GROWTH = 64  # tokens of room a KV cache layer takes beyond what it holds when it has to move
+
+
+def _new_cache(model: Any) -> Any:
+    """An empty KV cache for *model* whose full-attention layers grow in place (:func:`_growing_layer`)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:  # a transformers without per-layer cache types: its own layers, which grow by concatenation
+        return DynamicCache()
+    grows = _growing_layer()
+    cache.layers = [grows() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+@functools.cache
+def _growing_layer() -> type:
+    """transformers' DynamicLayer, but its keys and values are the front of a buffer with room after them: a step writes
+    its token there instead of copying the whole cache into a new tensor (``torch.cat``) in every layer. A layer whose
+    keys were replaced (rows joining, leaving or trimmed: :class:`_Batch`) moves them into a new buffer once."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            self.keys, self._key_room = _grown(self.keys, getattr(self, "_key_room", None), key_states)
+            self.values, self._value_room = _grown(self.values, getattr(self, "_value_room", None), value_states)
+            return self.keys, self.values
+
+    return GrowingLayer
+
+
+def _grown(held: Any, room: Any, new: Any) -> tuple[Any, Any]:
+    """*held* [rows, heads, tokens, dim] with *new* after it along the tokens, and the buffer it is the front of."""
+    length = held.shape[-2] if held.dim() == 4 else 0
+    total = length + new.shape[-2]
+    fits = (room is not None and length and held.data_ptr() == room.data_ptr() and held.stride() == room.stride()
+            and held.shape[:2] == room.shape[:2] and room.shape[-2] >= total)
+    if not fits:
+        room = new.new_empty(new.shape[0], new.shape[1], total + GROWTH, new.shape[3])
+        if length:
+            room[:, :, :length].copy_(held)
+    room[:, :, length:total].copy_(new)
+    return room[:, :, :total], room
 
 
 def _left_pad(tensor: Any, columns: int, dim: int) -> Any:
