@@ -12,8 +12,7 @@ matmuls, whatever mix of adapters the batch holds.
 Each layer keeps the rows' A and scaled B, gathered from the slots in the compute dtype, from one
 forward pass to the next while the batch's rows and the adapters in their slots stay the same: a
 decoding step reads them and copies nothing, where gathering them again at every step copied and
-converted one adapter per row (on 2 cores without bf16 arithmetic, 8 rows on 8 skills, int8 base:
-about a quarter of the step). They cost at most ``max_batch`` adapters once more, in that dtype.
+converted one adapter per row. They cost at most ``max_batch`` adapters once more, in that dtype.
 """
 
 from __future__ import annotations
