@@ -338,6 +338,8 @@ def _new_cache(model: Any) -> Any:
         cache = DynamicCache(config=model.config)
     except TypeError:  # a transformers without per-layer cache types: its own layers, which grow by concatenation
         return DynamicCache()
+    if not hasattr(DynamicLayer(), "is_initialized"):  # before transformers 5, layers initialize otherwise: left as they are
+        return cache
     grows = _growing_layer()
     cache.layers = [grows() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
