@@ -97,11 +97,9 @@ class AdapterSlots:
         if not slots or not any(slots):
             self.rows = self.row_scale = self.rows_key = None
             return
-        key = (tuple(slots), tuple(self._loaded[slot] for slot in slots))
-        if key != self.rows_key:
-            self.rows_key = key
-            self.rows = torch.tensor(slots, device=self.scale.device)
-            self.row_scale = self.scale.index_select(0, self.rows).view(-1, 1, 1)
+        self.rows_key = (tuple(slots), tuple(self._loaded[slot] for slot in slots))
+        self.rows = torch.tensor(slots, device=self.scale.device)
+        self.row_scale = self.scale.index_select(0, self.rows).view(-1, 1, 1)
 
     def resident(self) -> list[str]:
         """The adapters in memory, least recently used first."""
