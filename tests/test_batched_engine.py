@@ -41,13 +41,28 @@ def _close(ours, reference) -> None:  # noqa: ANN001 - log-probabilities to 4 de
             assert mine.keys() == theirs.keys() and list(mine.values()) == pytest.approx(list(theirs.values()), abs=1e-4)
 
 
+NEAR_TIE = 0.02  # a gap in log-probability the rounding of adapters kept in bfloat16 can close
+
+
+def _same_but_near_ties(engine: BatchedBackend, reference: LocalBackend, request: GenerationRequest) -> None:
+    """The reference's greedy answer, or its tokens up to a step where its best two were within NEAR_TIE and *engine* took
+    the second (a tiny random model has such ties; which ones depends on the versions of torch, transformers and peft)."""
+    if _shown(engine.complete(request)) == _shown(reference.complete(request)):
+        return
+    scored = request.model_copy(update={"logprobs": 2})
+    ours, theirs = engine.complete(scored).logprobs, reference.complete(scored).logprobs
+    at = next(i for i, (mine, its) in enumerate(zip(ours.tokens, theirs.tokens)) if mine != its)
+    best, second = sorted(theirs.top_logprobs[at].items(), key=lambda item: -item[1])[:2]
+    assert ours.tokens[at] == second[0] and best[1] - second[1] < NEAR_TIE, (request, at, theirs.top_logprobs[at])
+
+
 def test_alone_each_request_gets_the_reference_tokens(tiny_adapters: tuple[str, str, str], reference: LocalBackend) -> None:
     base, a, b = tiny_adapters
     engine, exact = BatchedBackend("cpu"), BatchedBackend("cpu", adapter_dtype="float32")
     for request in _requests(base, [a, b, None]) + _requests(base, [a], logprobs=2, stop=[]):
         theirs = reference.complete(request)
-        assert _shown(engine.complete(request)) == _shown(theirs), request  # adapters kept in bfloat16 (the default): same tokens
-        ours = exact.complete(request)  # kept in float32: the same numbers too
+        _same_but_near_ties(engine, reference, request)  # adapters kept in bfloat16 (the default)
+        ours = exact.complete(request)  # kept in float32: the same tokens and numbers
         assert _shown(ours) == _shown(theirs), request
         _close(ours, theirs)
     assert engine.complete(GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])).text == ADAPTER_ANSWERS["a"][0]
@@ -235,3 +250,4 @@ def test_the_base_is_bf16_where_the_cpu_computes_it_and_float32_elsewhere(monkey
     monkeypatch.setenv("CHATBOT_ENGINE_QUANT", "fp16")
     with pytest.raises(Exception, match="auto, float32, bf16, int8"):
         BatchedBackend("cpu")
+
