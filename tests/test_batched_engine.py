@@ -251,3 +251,13 @@ def test_the_base_is_bf16_where_the_cpu_computes_it_and_float32_elsewhere(monkey
     with pytest.raises(Exception, match="auto, float32, bf16, int8"):
         BatchedBackend("cpu")
 
+
+def test_a_prompt_pass_scores_its_last_token_only(tiny_adapters: tuple[str, str, str], reference: LocalBackend) -> None:
+    base, a, b = tiny_adapters
+    engine = BatchedBackend("cpu", max_batch=16)
+    engine.preload(base)
+    scored: list[int] = []  # tokens per row the output layer scored, each pass
+    engine._bases[base].model.get_output_embeddings().register_forward_hook(lambda _m, args, _o: scored.append(args[0].shape[1]))
+    requests = _requests(base, [a, b])
+    assert [c.text for c in engine.complete_many(requests)] == [reference.complete(r).text for r in requests]
+    assert engine.joins == [len(requests)] and scored and set(scored) == {1}  # the prompts' pass too

@@ -18,6 +18,7 @@ the tests compare against: greedy outputs are the same token for token.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import queue
 import threading
@@ -64,6 +65,9 @@ class _Base:
         # bf16: half the weights to read per token; fast where the CPU computes bf16 (AVX512-BF16, AMX)
         self.model = load_model(name, device, "bfloat16" if quantize == "bf16" else "float32").eval()
         self.end_ids = end_ids(self.model, self.tokenizer)
+        # a prompt's pass scores its last token only (as generate does), not every one: a 200-token prompt made 200 rows of
+        # vocabulary-wide logits (39 MB each in float32 for SmolLM2's 49,152 tokens) and the matmuls behind them
+        self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":
             _int8(self.model, device)
@@ -251,7 +255,8 @@ class _Batch:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
-            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(base.model))
+            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(base.model),
+                                **base.last_logits)
         except Exception as exc:  # noqa: BLE001
             for row, slot in zip(rows, slots):
                 row.job.out.put(exc)
@@ -338,19 +343,22 @@ def _new_cache(model: Any) -> Any:
         cache = DynamicCache(config=model.config)
     except TypeError:  # a transformers without per-layer cache types: its own layers, which grow by concatenation
         return DynamicCache()
-    if not hasattr(DynamicLayer(), "is_initialized"):  # before transformers 5, layers initialize otherwise: left as they are
-        return cache
     grows = _growing_layer()
-    cache.layers = [grows() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    if grows is not None:
+        cache.layers = [grows() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
 @functools.cache
-def _growing_layer() -> type:
+def _growing_layer() -> type | None:
     """transformers' DynamicLayer, but its keys and values are the front of a buffer with room after them: a step writes
     its token there instead of copying the whole cache into a new tensor (``torch.cat``) in every layer. A layer whose
-    keys were replaced (rows joining, leaving or trimmed: :class:`_Batch`) moves them into a new buffer once."""
+    keys were replaced (rows joining, leaving or trimmed: :class:`_Batch`) moves them into a new buffer once.
+    None before transformers 5, whose layers initialize otherwise: they are left as they are."""
     from transformers.cache_utils import DynamicLayer
+
+    if not hasattr(DynamicLayer(), "is_initialized"):
+        return None
 
     class GrowingLayer(DynamicLayer):
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
