@@ -261,3 +261,15 @@ def test_a_prompt_pass_scores_its_last_token_only(tiny_adapters: tuple[str, str,
     requests = _requests(base, [a, b])
     assert [c.text for c in engine.complete_many(requests)] == [reference.complete(r).text for r in requests]
     assert engine.joins == [len(requests)] and scored and set(scored) == {1}  # the prompts' pass too
+
+
+def test_the_engines_pass_the_kv_cache_as_their_transformers_names_it(tiny_adapters: tuple[str, str, str], reference: LocalBackend,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    base, a, _ = tiny_adapters
+    request = GenerationRequest(prompt=ADAPTER_PROMPTS[0], base_model=base, adapter=a, stop=[" END"])
+    transformers_logging.warning_once.cache_clear()  # what an earlier test logged is logged again
+    with caplog.at_level("WARNING"):
+        assert BatchedBackend("cpu").complete(request).text == reference.complete(request).text == ADAPTER_ANSWERS["a"][0]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("transformers")] == []  # nothing "deprecated"

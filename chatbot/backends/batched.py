@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, drain
-from chatbot.backends.local import StopMatcher, _logprobs_of, _sample, _stamp, _token_logprobs, end_ids
+from chatbot.backends.local import StopMatcher, _logprobs_of, _sample, _stamp, _token_logprobs, cache_keyword, end_ids
 from chatbot.errors import ServerFault
 from chatbot.runtime import torch_thread
 
@@ -67,6 +67,7 @@ class _Base:
         self.end_ids = end_ids(self.model, self.tokenizer)
         # a prompt's pass scores its last token only (as generate does), not every one: a 200-token prompt made 200 rows of
         # vocabulary-wide logits (39 MB each in float32 for SmolLM2's 49,152 tokens) and the matmuls behind them
+        self.cache_keyword = cache_keyword(self.model)
         self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":
@@ -255,15 +256,15 @@ class _Batch:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
-            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(base.model),
-                                **base.last_logits)
+            out = self._forward(slots, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                **{base.cache_keyword: _new_cache(base.model)}, **base.last_logits)
         except Exception as exc:  # noqa: BLE001
             for row, slot in zip(rows, slots):
                 row.job.out.put(exc)
                 base.slots.release(slot)
             raise
         following = [row.take(out.logits[i, -1], base) for i, row in enumerate(rows)]
-        self._merge(rows, slots, following, out.past_key_values, mask, positions[:, -1:])
+        self._merge(rows, slots, following, getattr(out, base.cache_keyword), mask, positions[:, -1:])
 
     def _merge(self, rows: list[_Row], slots: list[int], following: list[int], cache: Any, mask: Any, positions: Any) -> None:
         import torch
@@ -309,8 +310,8 @@ class _Batch:
         self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.device)], dim=1)
         self.positions = self.positions + 1
         out = self._forward(self.slots, input_ids=torch.tensor(self.following, device=self.device).view(-1, 1), attention_mask=self.mask,
-                            position_ids=self.positions, past_key_values=self.cache)
-        self.cache = out.past_key_values
+                            position_ids=self.positions, **{self.base.cache_keyword: self.cache})
+        self.cache = getattr(out, self.base.cache_keyword)
         self.following = [row.take(out.logits[i, -1], self.base) if row.live else self.base.tokenizer.pad_token_id
                           for i, row in enumerate(self.rows)]
 

@@ -100,6 +100,15 @@ def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(int(i) for i in [*listed, tokenizer.eos_token_id] if i is not None)
 
 
+def cache_keyword(model: Any) -> str:
+    """The keyword *model*'s forward takes its KV cache by, and its output gives it back as: ``cache`` from transformers
+    5.25 (where ``past_key_values`` still works but logs that it is deprecated), ``past_key_values`` before."""
+    import inspect
+
+    forward = (model.get_base_model() if hasattr(model, "get_base_model") else model).forward  # a peft model passes it on
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def _stamp(folder: Path) -> tuple[int, ...] | None:
     """What changes when an adapter folder's files are replaced (inode, size, mtime of each); None without an adapter there."""
     stamp: list[int] = []
@@ -206,10 +215,10 @@ class LocalBackend:
             scored: list[tuple[str, float, dict[str, float]]] = []
             finish = "length"
             with context, torch.inference_mode():
-                past, inputs = None, prompt_ids
+                past, inputs, cache = None, prompt_ids, cache_keyword(model)
                 for _ in range(request.max_tokens):
-                    out = model(input_ids=inputs, past_key_values=past, use_cache=True)
-                    past = out.past_key_values
+                    out = model(input_ids=inputs, use_cache=True, **{cache: past})
+                    past = getattr(out, cache)
                     token = _sample(out.logits[0, -1], request.temperature, request.top_p, generator)
                     if request.logprobs is not None:
                         scored.append(_token_logprobs(out.logits[0, -1], token, request.logprobs, tokenizer))
