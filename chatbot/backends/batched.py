@@ -65,9 +65,9 @@ class _Base:
         # bf16: half the weights to read per token; fast where the CPU computes bf16 (AVX512-BF16, AMX)
         self.model = load_model(name, device, "bfloat16" if quantize == "bf16" else "float32").eval()
         self.end_ids = end_ids(self.model, self.tokenizer)
+        self.cache_keyword = cache_keyword(self.model)
         # a prompt's pass scores its last token only (as generate does), not every one: a 200-token prompt made 200 rows of
         # vocabulary-wide logits (39 MB each in float32 for SmolLM2's 49,152 tokens) and the matmuls behind them
-        self.cache_keyword = cache_keyword(self.model)
         self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":
