@@ -51,7 +51,8 @@ def _same_but_near_ties(engine: BatchedBackend, reference: LocalBackend, request
         return
     scored = request.model_copy(update={"logprobs": 2})
     ours, theirs = engine.complete(scored).logprobs, reference.complete(scored).logprobs
-    at = next(i for i, (mine, its) in enumerate(zip(ours.tokens, theirs.tokens)) if mine != its)
+    at = next((i for i, (mine, its) in enumerate(zip(ours.tokens, theirs.tokens)) if mine != its), None)
+    assert at is not None, (request, ours.tokens, theirs.tokens)  # one ended sooner on the same tokens
     best, second = sorted(theirs.top_logprobs[at].items(), key=lambda item: -item[1])[:2]
     assert ours.tokens[at] == second[0] and best[1] - second[1] < NEAR_TIE, (request, at, theirs.top_logprobs[at])
 

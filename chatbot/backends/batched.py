@@ -18,7 +18,6 @@ the tests compare against: greedy outputs are the same token for token.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import queue
 import threading
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.backends.base import Completion, CompletionStream, GenerationRequest, drain
-from chatbot.backends.local import StopMatcher, _logprobs_of, _sample, _stamp, _token_logprobs, cache_keyword, end_ids
+from chatbot.backends.local import StopMatcher, _logprobs_of, _sample, _stamp, _token_logprobs, cache_keyword, end_ids, forward_takes
 from chatbot.errors import ServerFault
 from chatbot.runtime import torch_thread
 
@@ -68,7 +67,7 @@ class _Base:
         self.cache_keyword = cache_keyword(self.model)
         # a prompt's pass scores its last token only (as generate does), not every one: a 200-token prompt made 200 rows of
         # vocabulary-wide logits (39 MB each in float32 for SmolLM2's 49,152 tokens) and the matmuls behind them
-        self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+        self.last_logits = {"logits_to_keep": 1} if forward_takes(self.model, "logits_to_keep") else {}
         self.slots = AdapterSlots(self.model, capacity=slots, rank=rank, dtype=dtype)
         if quantize == "int8":
             _int8(self.model, device)

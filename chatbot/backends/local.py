@@ -100,13 +100,18 @@ def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(int(i) for i in [*listed, tokenizer.eos_token_id] if i is not None)
 
 
+def forward_takes(model: Any, keyword: str) -> bool:
+    """Whether *model*'s forward takes *keyword* (a peft model's: its base model's, which it passes keywords on to)."""
+    import inspect
+
+    forward = (model.get_base_model() if hasattr(model, "get_base_model") else model).forward
+    return keyword in inspect.signature(forward).parameters
+
+
 def cache_keyword(model: Any) -> str:
     """The keyword *model*'s forward takes its KV cache by, and its output gives it back as: ``cache`` from transformers
     5.25 (where ``past_key_values`` still works but logs that it is deprecated), ``past_key_values`` before."""
-    import inspect
-
-    forward = (model.get_base_model() if hasattr(model, "get_base_model") else model).forward  # a peft model passes it on
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    return "cache" if forward_takes(model, "cache") else "past_key_values"
 
 
 def _stamp(folder: Path) -> tuple[int, ...] | None:
